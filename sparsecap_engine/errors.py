@@ -1,0 +1,31 @@
+"""Errors a user can cause. Each carries a one-line message; the CLI prints it and exits non-zero."""
+
+from __future__ import annotations
+
+
+class SparsecapError(Exception):
+    """Base class: a problem the user can fix. ``exit_code`` 1 = runtime, 2 = usage."""
+
+    exit_code = 1
+
+
+class UsageError(SparsecapError):
+    """A bad option value or a wrong combination of options."""
+
+    exit_code = 2
+
+
+class DataError(SparsecapError):
+    """A dataset, feature file or image that is missing or malformed."""
+
+
+class CheckpointError(SparsecapError):
+    """A checkpoint that is missing, unreadable or of the wrong format."""
+
+
+class RunError(SparsecapError):
+    """A run directory that is missing or incomplete."""
+
+
+class JavaMissingError(SparsecapError):
+    """Java is needed by pycocoevalcap (PTB tokenizer, METEOR, SPICE) and was not found."""
