@@ -1,0 +1,46 @@
+"""Option parsing shared by commands that build a run config (train, prune)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sparsecap_engine.config import RunConfig, load_toml
+from sparsecap_engine.errors import UsageError
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``--set section.key=value`` pairs; values parsed as JSON when they can be (numbers, booleans, lists)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key:
+            raise UsageError(f"--set expects section.key=value, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str] | None) -> RunConfig:
+    """TOML file (optional) < flags < ``--set`` overrides. ``model.<hyper-parameter>`` sets go into overrides."""
+    cfg = load_toml(config_file) if config_file else RunConfig()
+    cfg = cfg.override(flags)
+    model_sets = {}
+    other = {}
+    for key, value in parse_sets(sets).items():
+        section, _, name = key.partition(".")
+        if section == "model" and name not in ("name", "preset"):
+            model_sets[name] = value
+        else:
+            other[key] = value
+    cfg = cfg.override(other)
+    cfg.model.overrides = {**cfg.model.overrides, **model_sets}
+    return cfg
+
+
+def default_run_name(cfg: RunConfig, suffix: str = "") -> str:
+    return f"{cfg.model.preset or cfg.model.name}{suffix}-{time.strftime('%Y%m%d-%H%M%S')}"

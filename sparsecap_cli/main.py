@@ -1,0 +1,99 @@
+"""The ``sparsecap`` command tree. Errors users can cause print one red line and exit 1 (runtime) or 2 (usage)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from sparsecap_cli.commands import caption, data, evaluate, inspect, train
+from sparsecap_cli.render import err_console
+from sparsecap_engine import __version__
+from sparsecap_engine.errors import SparsecapError
+
+app = typer.Typer(
+    name="sparsecap",
+    help="Image captioning with weight pruning: train, prune, evaluate, caption, inspect.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sparsecap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """sparsecap: train, prune to 90–99% sparsity, score with the COCO metrics, caption images."""
+
+
+app.command("train")(train.train)
+app.command("eval")(evaluate.evaluate)
+app.command("caption")(caption.caption)
+app.command("inspect")(inspect.inspect)
+app.add_typer(data.app, name="data")
+
+
+def _register_optional() -> None:
+    """Commands whose modules may be added by later work (doctor, prune, monitor, export)."""
+    import importlib
+
+    for module, name, attr in (
+        ("sparsecap_cli.commands.doctor", "doctor", "doctor"),
+        ("sparsecap_cli.commands.prune", "prune", "prune"),
+        ("sparsecap_cli.commands.monitor", "monitor", "monitor"),
+        ("sparsecap_cli.commands.export", "export", "export"),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        app.command(name)(getattr(mod, attr))
+
+
+_register_optional()
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="sparsecap", standalone_mode=False)
+    except SparsecapError as exc:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("[bold red]aborted[/bold red]")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line unless --debug
+        if debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        err_console.print(
+            f"[bold red]internal error:[/bold red] {exc.__class__.__name__}: {first} (rerun with --debug for details)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

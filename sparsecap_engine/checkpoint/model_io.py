@@ -1,0 +1,54 @@
+"""Save a model with its vocabulary and config; load it back (the model is rebuilt by name from the metadata)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparsecap_engine.checkpoint.dense import FORMAT as DENSE_FORMAT
+from sparsecap_engine.checkpoint.dense import expand_aliases, read_file, save_dense
+from sparsecap_engine.errors import CheckpointError
+from sparsecap_engine.models.base import CaptionModel
+from sparsecap_engine.models.registry import build_model
+from sparsecap_engine.text.vocab import Vocab
+
+#: other formats (e.g. the compact sparse one) register a decoder: format → (tensors, meta) → dense state dict
+DECODERS: dict[str, Callable[[dict[str, torch.Tensor], dict[str, Any]], dict[str, torch.Tensor]]] = {}
+
+
+def save_model(path: Path, model: CaptionModel, vocab: Vocab, **extra: Any) -> None:
+    """Dense safetensors checkpoint: weights + metadata ``model`` (config), ``vocab``, ``encoder`` and ``extra``."""
+    meta = {"model": model.config, "vocab": vocab.to_json(), "encoder": model.config.get("encoder"), **extra}
+    save_dense(path, model.state_dict(), meta)
+
+
+def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """State dict + metadata of any registered checkpoint format."""
+    tensors, meta = read_file(path)
+    fmt = meta["format"]
+    if fmt == DENSE_FORMAT:
+        return expand_aliases(tensors, meta.get("aliases", {})), meta
+    if fmt in DECODERS:
+        return DECODERS[fmt](tensors, meta), meta
+    raise CheckpointError(f"{path}: unknown checkpoint format {fmt!r}")
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[CaptionModel, Vocab, dict[str, Any]]:
+    """Rebuild the model named in the checkpoint and load its weights (strict)."""
+    path = Path(path)
+    state, meta = read_state(path)
+    try:
+        vocab = Vocab.from_json(meta["vocab"], str(path))
+        config = dict(meta["model"])
+        config.pop("vocab_size", None)
+        model = build_model(config, len(vocab))
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: metadata lacks {exc}") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"{path}: weights do not fit the model in its metadata ({what})")
+    return model.to(device).eval(), vocab, meta

@@ -1,0 +1,154 @@
+"""Run configuration as plain data: dataclass sections, read from TOML, overridden by flags, saved with the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparsecap_engine.errors import UsageError
+
+
+@dataclass
+class DataConfig:
+    """Where the captions and images/features come from. ``dataset`` empty → the embedded synthetic dataset."""
+
+    dataset: str = ""
+    image_root: str = ""
+    use_raw: bool = False
+    image_size: int = 64
+    min_word_count: int = 2
+    max_len: int = 18
+    seq_per_img: int = 5
+
+
+@dataclass
+class ModelConfig:
+    """A preset name and/or explicit overrides of its hyper-parameters."""
+
+    name: str = "updown"
+    preset: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Adam with a schedule; gradient clipping by ``grad_clip_mode`` (``norm`` or ``value``, the reference's)."""
+
+    lr: float = 5e-3
+    lr_min: float = 1e-5
+    eps: float = 1e-8
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup: int = 200
+    noam_factor: float = 1.0
+    step_every: int = 1000
+    step_rate: float = 0.8
+    grad_clip: float = 1.0
+    grad_clip_mode: str = "norm"
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The recipe: steps, batch, validation cadence, device, seed."""
+
+    steps: int = 3000
+    batch_size: int = 32
+    val_every: int = 500
+    val_images: int = 250
+    log_every: int = 25
+    samples: int = 4
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 8888
+    num_threads: int = 0
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to rebuild a run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(sections)
+        if unknown:
+            raise UsageError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}")
+        cfg = cls()
+        for name, value in data.items():
+            if name == "prune":
+                cfg.prune = dict(value)
+                continue
+            current = getattr(cfg, name)
+            setattr(cfg, name, _merge(current, value, f"{source}: [{name}]"))
+        return cfg
+
+    def override(self, dotted: dict[str, Any]) -> RunConfig:
+        """Apply ``{"optim.lr": 1e-3, ...}`` overrides (from command-line flags); ``None`` values are skipped."""
+        data = self.to_dict()
+        for key, value in dotted.items():
+            if value is None:
+                continue
+            section, _, name = key.partition(".")
+            if section not in data:
+                raise UsageError(f"unknown config key {key!r}")
+            data[section][name] = value
+        return RunConfig.from_dict(data)
+
+
+def _merge(current: Any, values: dict[str, Any], where: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(current)}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise UsageError(f"{where} unknown key(s) {', '.join(sorted(unknown))}")
+    return dataclasses.replace(current, **values)
+
+
+def load_toml(path: Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: invalid TOML ({exc})") from None
+    return RunConfig.from_dict(data, str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Write a dict of sections (each a flat dict; nested dicts become inline tables) as TOML."""
+    lines: list[str] = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Evaluate a run on a split: decode, write COCO-format captions, score with pycocoevalcap, write scores.json."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparsecap_engine.checkpoint.atomic import atomic_write_text
+from sparsecap_engine.checkpoint.model_io import load_model
+from sparsecap_engine.data.captions import CaptionSet, load_records
+from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
+from sparsecap_engine.errors import UsageError
+from sparsecap_engine.metrics.coco import evaluate_captions
+from sparsecap_engine.progress import Progress, no_progress
+from sparsecap_engine.runs import RunDir
+from sparsecap_engine.training.setup import dataset_path, resolve_device
+
+
+@dataclass
+class EvalReport:
+    split: str
+    out_dir: Path
+    scores: dict[str, float | None]
+    unavailable: dict[str, str]
+    n_images: int
+    baseline: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def most_frequent_caption(records) -> str:
+    """The trivial baseline: the most frequent training caption (ties broken alphabetically)."""
+    counts = Counter(" ".join(c) for r in records if r.split == "train" for c in r.captions)
+    return min(counts, key=lambda c: (-counts[c], c))
+
+
+def evaluate_run(
+    run_path: Path,
+    split: str = "test",
+    opts: DecodeOptions | None = None,
+    which: str = "best",
+    metrics: list[str] | None = None,
+    baseline: bool = False,
+    device: str = "auto",
+    limit: int = 0,
+    progress: Progress = no_progress,
+) -> EvalReport:
+    """Caption every image of ``split`` with the run's ``which`` checkpoint and score it."""
+    if split not in ("train", "val", "test"):
+        raise UsageError(f"unknown split {split!r}; choose from train, val, test")
+    run = RunDir.open(run_path)
+    config = run.load_config()
+    opts = opts or DecodeOptions(max_len=config.data.max_len)
+    dev = resolve_device(device)
+    model, vocab, meta = load_model(run.checkpoint(which), dev)
+    root = Path(config.data.image_root) if config.data.image_root else None
+    records = load_records(dataset_path(config.data), root, config.data.use_raw)
+    chosen = [r for r in records if r.split == split][: limit or None]
+    if not chosen:
+        raise UsageError(f"split {split!r} has no images in this run's dataset")
+    data = CaptionSet.build(chosen, vocab, config.data.max_len, config.data.image_size, progress)
+
+    hyps: dict[int, str] = {}
+    batch = 64
+    for start in range(0, len(data), batch):
+        index = list(range(start, min(len(data), start + batch)))
+        inputs = {k: v.to(dev) for k, v in data.image_batch(index).items()}
+        for i, cap in zip(index, caption_batch(model, inputs, vocab, opts), strict=True):
+            hyps[data.records[i].image_id] = cap
+        progress("decode", index[-1] + 1, len(data))
+    refs = data.references()
+    out_dir = run.eval_dir(split, max(1, opts.beam_size) if opts.method == "beam" else 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = [{"image_id": k, "caption": v} for k, v in hyps.items()]
+    atomic_write_text(out_dir / "captions.json", json.dumps(results, indent=1))
+
+    result = evaluate_captions(refs, hyps, metrics)
+    report = EvalReport(split, out_dir, result.corpus, result.unavailable, len(hyps))
+    payload: dict[str, Any] = {
+        "split": split,
+        "images": len(hyps),
+        "checkpoint": which,
+        "step": meta.get("step"),
+        "decoding": opts.__dict__,
+        "scores": result.corpus,
+        "unavailable": result.unavailable,
+        "per_image": {str(k): v for k, v in result.per_image.items()},
+    }
+    if baseline:
+        caption = most_frequent_caption(records)
+        base = evaluate_captions(refs, {k: caption for k in hyps}, metrics)
+        report.baseline = {"caption": caption, "scores": base.corpus}
+        payload["baseline"] = report.baseline
+    atomic_write_text(out_dir / "scores.json", json.dumps(payload, indent=1))
+    return report

@@ -1,0 +1,55 @@
+"""Caption user images with a trained model: from a run directory or a checkpoint file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparsecap_engine.checkpoint.model_io import load_model
+from sparsecap_engine.data.images import load_image
+from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
+from sparsecap_engine.errors import UsageError
+from sparsecap_engine.models.base import CaptionModel
+from sparsecap_engine.runs import RunDir
+from sparsecap_engine.text.vocab import Vocab
+
+
+@dataclass
+class Captioner:
+    model: CaptionModel
+    vocab: Vocab
+    meta: dict[str, Any]
+    image_size: int
+    device: torch.device
+
+    @classmethod
+    def load(cls, run: Path | None = None, checkpoint: Path | None = None, device: str = "cpu") -> Captioner:
+        """From ``run`` (its best checkpoint, falling back to last) or from ``checkpoint``; exactly one is needed."""
+        if (run is None) == (checkpoint is None):
+            raise UsageError("give exactly one of --run or --checkpoint")
+        image_size = 64
+        if run is not None:
+            rd = RunDir.open(run)
+            checkpoint = rd.checkpoint("best")
+            image_size = rd.load_config().data.image_size
+        dev = torch.device(device)
+        model, vocab, meta = load_model(Path(checkpoint), dev)
+        image_size = int(meta.get("image_size", image_size))
+        return cls(model, vocab, meta, image_size, dev)
+
+    def caption(self, images: Sequence[Path], opts: DecodeOptions, batch_size: int = 32) -> list[str]:
+        """One caption per image path (any size of PNG/JPEG; resized to the model's input size)."""
+        if not self.model.takes_pixels:
+            raise UsageError(
+                f"this checkpoint's encoder ({self.meta.get('encoder')}) takes region features, not raw images"
+            )
+        out: list[str] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            pixels = torch.stack([load_image(Path(p), self.image_size) for p in chunk]).to(self.device)
+            out += caption_batch(self.model, {"images": pixels}, self.vocab, opts)
+        return out

@@ -1,0 +1,200 @@
+"""The XE training recipe: the only place that knows the order of things (data → model → hooks → loop → checkpoints).
+
+Every ``val_every`` steps and at the end: greedy decoding of validation images, in-process CIDEr-D and BLEU-4,
+``val``/``samples``/``sparsity`` events, ``last`` checkpoint, ``best`` when CIDEr-D improves (and the hooks agree).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sparsecap_engine.checkpoint.model_io import save_model
+from sparsecap_engine.config import RunConfig
+from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
+from sparsecap_engine.metrics.cider import bleu_scores, compute_cider
+from sparsecap_engine.models.base import CaptionModel
+from sparsecap_engine.models.registry import build_model
+from sparsecap_engine.progress import Progress, no_progress
+from sparsecap_engine.runs import EventLog, RunDir
+from sparsecap_engine.training.hooks import call
+from sparsecap_engine.training.losses import caption_xe
+from sparsecap_engine.training.schedules import make_schedule
+from sparsecap_engine.training.setup import Splits, load_splits, resolve_device, resolve_model, seed_everything
+from sparsecap_engine.training.state import load_trainer_state, save_trainer_state
+
+
+@dataclass
+class TrainResult:
+    run: RunDir
+    status: str
+    step: int
+    best_step: int | None
+    best_cider: float | None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def validate(
+    model: CaptionModel, data, vocab, device: torch.device, n_images: int, max_len: int, batch_size: int = 64
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Greedy captions for the first ``n_images`` images → (metrics, per-image items)."""
+    model.eval()
+    n = min(n_images, len(data)) if n_images > 0 else len(data)
+    opts = DecodeOptions(max_len=max_len)
+    hyps: dict[int, str] = {}
+    items: list[dict[str, Any]] = []
+    for start in range(0, n, batch_size):
+        index = list(range(start, min(n, start + batch_size)))
+        batch = {k: v.to(device) for k, v in data.image_batch(index).items()}
+        for i, cap in zip(index, caption_batch(model, batch, vocab, opts), strict=True):
+            rec = data.records[i]
+            hyps[rec.image_id] = cap
+            items.append({"image": str(rec.path), "image_id": rec.image_id, "caption": cap})
+    refs = data.references(range(n))
+    cider, _ = compute_cider(refs, hyps)
+    bleu, _ = bleu_scores(refs, hyps)
+    for item in items:
+        item["refs"] = refs[item["image_id"]][:3]
+    model.train()
+    return {"CIDEr-D": float(cider), "BLEU-4": float(bleu[3])}, items
+
+
+def _batch_index(step: int, batch: int, n: int, seed: int) -> list[int]:
+    """Images of step ``step``: a fresh permutation per epoch, seeded by (seed, epoch) so resume is exact."""
+    per_epoch = max(1, n // batch)
+    epoch, pos = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000003 + epoch))
+    return perm[pos * batch : (pos + 1) * batch].tolist()
+
+
+def train(
+    config: RunConfig,
+    run: RunDir,
+    progress: Progress = no_progress,
+    hooks: object | None = None,
+    init_weights: dict[str, torch.Tensor] | None = None,
+    resume: bool = False,
+    stop: Callable[[], bool] | None = None,
+    splits: Splits | None = None,
+) -> TrainResult:
+    """Run (or resume) XE training in ``run``. ``hooks`` is a pruning method or any plug-in (see ``hooks.py``)."""
+    tc, oc = config.train, config.optim
+    seed_everything(tc.seed)
+    if tc.num_threads > 0:
+        torch.set_num_threads(tc.num_threads)
+    device = resolve_device(tc.device)
+    model_cfg = resolve_model(config.model)
+
+    splits = splits or load_splits(config.data, progress=progress)
+    vocab = splits.vocab
+    vocab.save(run.vocab_path)
+    run.save_config(config)
+    model = build_model(model_cfg, len(vocab))
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
+    call(hooks, "attach", model)
+    model.to(device).train()
+
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "scheduled": True}]
+    for g in call(hooks, "param_groups", default=[]) or []:
+        groups.append({**g, "scheduled": False})
+    optimizer = torch.optim.Adam(groups, lr=oc.lr, betas=tuple(oc.betas), eps=oc.eps, weight_decay=oc.weight_decay)
+    schedule = make_schedule(oc, tc.steps, int(model_cfg.get("d_model", model_cfg.get("rnn_size", 512))))
+    use_amp = tc.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    def save(name: str, step: int, **extra: Any) -> None:
+        save_model(run.checkpoints / f"{name}.safetensors", model, vocab, step=step,
+                   image_size=config.data.image_size, **extra)
+
+    log = EventLog(run.events_path)
+    start, best_cider, best_step = 0, None, None
+    if resume:
+        start, best_cider, best_step = load_trainer_state(run, model, optimizer, scaler, device)
+    else:
+        save("init", 0)
+        log.write("run_start", 0, config=config.to_dict(), model=model_cfg, device=str(device),
+                  params=sum(p.numel() for p in model.parameters()), train_images=len(splits.train))
+
+    def checkpoint(step: int, metrics: dict[str, float]) -> None:
+        nonlocal best_cider, best_step
+        save("last", step, metrics=metrics)
+        ready = call(hooks, "ready", step, default=True)
+        is_best = ready and (best_cider is None or metrics["CIDEr-D"] > best_cider)
+        if is_best:
+            best_cider, best_step = metrics["CIDEr-D"], step
+            save("best", step, metrics=metrics)
+        save_trainer_state(run, step, optimizer, scaler, best_cider, best_step)
+        log.write("checkpoint", step, path=str(run.checkpoints / "last.safetensors"), best=is_best)
+
+    def evaluate(step: int) -> dict[str, float]:
+        metrics, items = validate(model, splits.val, vocab, device, tc.val_images, config.data.max_len)
+        log.write("val", step, metrics=metrics)
+        log.write("samples", step, items=items[: tc.samples])
+        report = call(hooks, "report", step)
+        if report is not None:
+            log.write("sparsity", step, **report)
+        checkpoint(step, metrics)
+        return metrics
+
+    per_img = config.data.seq_per_img
+    amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
+    metrics: dict[str, float] = {}
+    status, message, step = "completed", "", start
+    t0, seen = time.perf_counter(), 0
+    try:
+        for step in range(start, tc.steps):
+            if stop is not None and stop():
+                status, message = "stopped", "stopped by the user"
+                break
+            lr = schedule(step)
+            for g in optimizer.param_groups:
+                if g["scheduled"]:
+                    g["lr"] = lr
+            call(hooks, "before_step", step)
+            index = _batch_index(step, tc.batch_size, len(splits.train), tc.seed)
+            gen = torch.Generator().manual_seed(tc.seed * 7919 + step)
+            tokens = splits.train.caption_batch(index, per_img, gen).to(device)
+            batch = {k: v.to(device) for k, v in splits.train.image_batch(index).items()}
+            with amp_ctx():
+                memory = model.expand_memory(model.encode(batch), per_img)
+                logprobs = model(memory, tokens[:, :-1])
+                loss = caption_xe(logprobs.float(), tokens[:, 1:], vocab.pad_id, oc.label_smoothing)
+                extra = call(hooks, "extra_loss", step)
+                total = loss + extra if extra is not None else loss
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+            params = [p for g in optimizer.param_groups if g["scheduled"] for p in g["params"]]
+            if oc.grad_clip > 0:
+                if oc.grad_clip_mode == "value":
+                    torch.nn.utils.clip_grad_value_(params, oc.grad_clip)
+                else:
+                    torch.nn.utils.clip_grad_norm_(params, oc.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            call(hooks, "after_step", step)
+            seen += tokens.shape[0]
+            done = step + 1
+            if done % tc.log_every == 0 or done == tc.steps:
+                rate = seen / max(1e-9, time.perf_counter() - t0)
+                epoch = step * tc.batch_size / max(1, len(splits.train))
+                log.write("train", done, epoch=round(epoch, 3), loss=float(loss), lr=lr, items_per_s=round(rate, 1))
+                progress("train", done, tc.steps, loss=float(loss), items_per_s=round(rate, 1))
+                t0, seen = time.perf_counter(), 0
+            if done % tc.val_every == 0 and done != tc.steps:
+                metrics = evaluate(done)
+        else:
+            step = tc.steps
+    except KeyboardInterrupt:
+        status, message = "interrupted", "interrupted (Ctrl-C); last checkpoint saved"
+    metrics = evaluate(step)
+    call(hooks, "finalize")
+    log.write("run_end", step, status=status, message=message, best_step=best_step, best_cider=best_cider)
+    log.close()
+    return TrainResult(run, status, step, best_step, best_cider, metrics)

@@ -1,0 +1,58 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparsecap_engine.checkpoint import atomic
+from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
+from sparsecap_engine.checkpoint.model_io import load_model, save_model
+from sparsecap_engine.errors import CheckpointError
+from sparsecap_engine.text.vocab import Vocab
+from tests.test_models_updown import tiny
+
+
+def test_round_trip_exact(tmp_path: Path):
+    model = tiny().eval()
+    vocab = Vocab([f"w{i}" for i in range(16)])
+    save_model(tmp_path / "m.safetensors", model, vocab, step=7, metrics={"CIDEr-D": 0.5})
+    loaded, v2, meta = load_model(tmp_path / "m.safetensors")
+    assert v2 == vocab and meta["step"] == 7 and meta["metrics"]["CIDEr-D"] == 0.5
+    for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+    images = torch.rand(2, 3, 32, 32)
+    tokens = torch.randint(0, 20, (2, 5))
+    assert torch.equal(model(model.encode({"images": images}), tokens), loaded(loaded.encode({"images": images}), tokens))
+
+
+def test_file_is_plain_safetensors(tmp_path: Path):
+    from safetensors import safe_open
+
+    save_model(tmp_path / "m.safetensors", tiny(), Vocab(["a"]))
+    with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
+        assert f.metadata()["format"] == '"sparsecap-dense-1"'
+        assert any(k.startswith("decoder.logit") for k in f.keys())
+
+
+def test_bad_checkpoints(tmp_path: Path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00\x01garbage" * 10)
+    with pytest.raises(CheckpointError, match="junk.safetensors"):
+        load_model(junk)
+
+
+def test_interrupted_write_leaves_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    target = tmp_path / "ckpt.bin"
+    atomic_write_bytes(target, b"old contents")
+
+    def boom(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "fsync", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, b"new contents that never land")
+    assert target.read_bytes() == b"old contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]  # no temp file left behind
+    monkeypatch.setattr(atomic.os, "fsync", os.fsync)
