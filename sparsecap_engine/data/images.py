@@ -31,7 +31,7 @@ def _read_rgb(path: Path, size: int) -> np.ndarray:
             img = img.convert("RGB")
             if img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return np.array(img, dtype=np.uint8)  # a writable copy
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise DataError(f"not an image file: {path}") from None
 

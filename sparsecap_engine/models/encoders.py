@@ -30,7 +30,7 @@ def grid_boxes(rows: int, cols: int, device: torch.device | None = None) -> Tens
 
 @register_encoder("regions")
 class RegionEncoder(nn.Module):
-    """Precomputed region features ``att_feats`` (B, N, D) with ``att_masks`` (B, N) and optional ``boxes`` (B, N, 4)."""
+    """Precomputed regions: ``att_feats`` (B, N, D), ``att_masks`` (B, N), optional ``boxes`` (B, N, 4)."""
 
     takes_pixels = False
 

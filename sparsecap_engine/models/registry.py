@@ -36,7 +36,7 @@ def preset(name: str) -> dict[str, Any]:
 
 
 def build_model(config: dict[str, Any], vocab_size: int) -> CaptionModel:
-    """Build ``config["name"]`` with encoder ``config["encoder"]``; the config is stored on the model for checkpoints."""
+    """Build ``config["name"]`` behind encoder ``config["encoder"]``; the config rides along for checkpoints."""
     name = config.get("name")
     if name not in DECODERS:
         raise UsageError(f"unknown model {name!r}; choose from {', '.join(sorted(DECODERS))}")

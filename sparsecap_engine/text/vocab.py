@@ -14,7 +14,7 @@ SPECIALS = (PAD, UNK, BOS, EOS)
 
 
 class Vocab:
-    """Word ↔ id map. Ids 0..3 are ``<pad> <unk> <bos> <eos>``; words follow by descending count, then alphabetically."""
+    """Word ↔ id map. Ids 0..3 are ``<pad> <unk> <bos> <eos>``; words follow by count, then alphabetically."""
 
     def __init__(self, words: Sequence[str]):
         self.itos: list[str] = list(SPECIALS) + [w for w in words if w not in SPECIALS]
