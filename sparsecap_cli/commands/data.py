@@ -38,3 +38,16 @@ def synth(
         f"{captions} captions -> {path}",
         soft_wrap=True,
     )
+
+
+@app.command()
+def scene(
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("scene.png"),
+    seed: Annotated[int, typer.Option(help="Random seed of the scene.")] = 12345,
+    size: Annotated[int, typer.Option(min=32, max=2048, help="Width and height in pixels.")] = 256,
+) -> None:
+    """Render one fresh synthetic scene as a PNG to caption (prints what it shows)."""
+    from sparsecap_engine.data.synthetic import render_sample
+
+    path, captions = render_sample(out, seed, size)
+    console.print(f"{path}: {captions[0]}", highlight=False)

@@ -484,3 +484,13 @@ def ensure_default_dataset(progress: Progress = no_progress) -> Path:
     if (out / "dataset.json").is_file():
         return out / "dataset.json"
     return _generate(out, DEFAULT_IMAGES, DEFAULT_SIZE, DEFAULT_SEED, 0.1, 0.1, progress, replace=False)
+
+
+def render_sample(out: Path, seed: int = 12345, size: int = 256) -> tuple[Path, list[str]]:
+    """Render one fresh scene (not from the dataset) as a PNG of ``size`` px; returns (path, true captions)."""
+    rng = random.Random(seed)
+    scene = sample_scene(rng, size)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    render_scene(scene, rng).save(out)
+    return out, describe_scene(scene, rng)
