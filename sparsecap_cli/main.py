@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from sparsecap_cli.commands import caption, data, evaluate, inspect, train
@@ -65,24 +64,16 @@ _register_optional()
 
 
 def run(argv: list[str] | None = None) -> None:
-    """Console entry point."""
+    """Console entry point: typer handles usage errors and help; our errors become one red line."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="sparsecap", standalone_mode=False)
+        app(args=args, prog_name="sparsecap")
     except SparsecapError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        err_console.print("[bold red]aborted[/bold red]")
-        sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line unless --debug
         if debug:
             raise

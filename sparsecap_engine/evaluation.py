@@ -16,7 +16,7 @@ from sparsecap_engine.errors import UsageError
 from sparsecap_engine.metrics.coco import evaluate_captions
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.runs import RunDir
-from sparsecap_engine.training.setup import dataset_path, resolve_device
+from sparsecap_engine.training.setup import dataset_path, open_features, resolve_device
 
 
 @dataclass
@@ -60,7 +60,8 @@ def evaluate_run(
     chosen = [r for r in records if r.split == split][: limit or None]
     if not chosen:
         raise UsageError(f"split {split!r} has no images in this run's dataset")
-    data = CaptionSet.build(chosen, vocab, config.data.max_len, config.data.image_size, progress)
+    features = open_features(config.data, dataset_path(config.data), progress)  # region-feature runs
+    data = CaptionSet.build(chosen, vocab, config.data.max_len, config.data.image_size, progress, features)
 
     hyps: dict[int, str] = {}
     batch = 64

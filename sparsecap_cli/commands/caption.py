@@ -8,8 +8,6 @@ from pathlib import Path
 import typer
 
 from sparsecap_cli.render import console
-from sparsecap_engine.decoding.api import DecodeOptions
-from sparsecap_engine.inference import Captioner
 
 
 def caption(
@@ -22,6 +20,11 @@ def caption(
     as_json: bool = typer.Option(False, "--json", help="Print [{image, caption}] as JSON."),
 ) -> None:
     """Print one caption per image."""
+    from sparsecap_engine.decoding.api import DecodeOptions
+    from sparsecap_engine.data.images import check_image_paths
+    from sparsecap_engine.inference import Captioner
+
+    check_image_paths(images)
     captioner = Captioner.load(run, checkpoint, device)
     opts = DecodeOptions(method="beam" if beam > 1 else "greedy", beam_size=beam, max_len=max_len)
     captions = captioner.caption(images, opts)

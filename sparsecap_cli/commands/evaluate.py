@@ -8,8 +8,6 @@ from pathlib import Path
 import typer
 
 from sparsecap_cli.render import console, progress_bar, scores_table
-from sparsecap_engine.decoding.api import DecodeOptions
-from sparsecap_engine.evaluation import evaluate_run
 
 
 def evaluate(
@@ -26,6 +24,9 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Caption a split with pycocoevalcap scores (BLEU-1..4, METEOR, ROUGE-L, CIDEr; SPICE when it can run)."""
+    from sparsecap_engine.decoding.api import DecodeOptions
+    from sparsecap_engine.evaluation import evaluate_run
+
     opts = DecodeOptions(method="beam" if beam > 1 else "greedy", beam_size=beam, max_len=max_len)
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     with progress_bar(quiet or as_json) as progress:

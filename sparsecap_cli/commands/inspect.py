@@ -9,8 +9,6 @@ import typer
 from rich.table import Table
 
 from sparsecap_cli.render import console
-from sparsecap_engine.checkpoint.model_io import load_model
-from sparsecap_engine.models.summary import parameter_breakdown
 
 
 def inspect(
@@ -19,6 +17,9 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Describe a checkpoint: model, encoder, vocabulary, step, metrics, parameters."""
+    from sparsecap_engine.checkpoint.model_io import load_model
+    from sparsecap_engine.models.summary import parameter_breakdown
+
     if checkpoint.is_dir():
         from sparsecap_engine.runs import RunDir
 

@@ -65,3 +65,10 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
     std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
     return (x - mean) / std
+
+
+def check_image_paths(paths: Sequence[Path]) -> None:
+    """Fail fast, before a model is loaded, on a path that is missing or is a folder."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"image not found: {path}")

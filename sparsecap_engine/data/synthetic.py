@@ -4,7 +4,7 @@ Each image holds 1-4 objects (colour x shape x size) placed without overlap on a
 from a small grammar with synonyms: object lists, spatial relations between two objects, positions in the image and
 counts. Everything is drawn from one ``random.Random`` per image, so the output is byte-identical for a given seed.
 The dataset is written in the Karpathy JSON layout (``dataset.json`` + ``images/*.png``) with absolute object boxes,
-so the Karpathy loader serves it like COCO or Flickr.
+so the Karpathy loader serves it like COCO or Flickr; ``features.h5`` holds per-object region features and boxes.
 """
 
 from __future__ import annotations
@@ -447,6 +447,9 @@ def _generate(
         with open(tmp / "dataset.json", "w", encoding="utf-8") as f:
             json.dump(data, f, separators=(",", ":"))
             f.write("\n")
+        from sparsecap_engine.data.synthetic_features import export_synthetic_features
+
+        export_synthetic_features(tmp / "dataset.json", tmp / "features.h5")  # region features + boxes (ORT)
         _publish(tmp, out, replace)
     finally:
         if tmp.exists():

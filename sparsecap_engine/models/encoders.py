@@ -55,7 +55,7 @@ class GridCNN(nn.Module):
     """A small CNN over raw pixels trained end to end; each cell of its output grid is a region with a box.
 
     ``channels`` per stage, each stage = 3×3 conv (stride 2) → BatchNorm → ReLU → 3×3 conv → BatchNorm → ReLU.
-    A 64-px image with 3 stages gives an 8×8 grid, i.e. 64 regions of ``channels[-1]`` features.
+    A 64-px image with 4 stages gives a 4×4 grid, i.e. 16 regions of ``channels[-1]`` features.
     """
 
     takes_pixels = True

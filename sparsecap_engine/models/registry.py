@@ -55,7 +55,7 @@ def _register_builtin() -> None:
         {
             "name": "updown",
             "encoder": "grid-cnn",
-            "encoder_args": {"channels": [32, 64, 128]},
+            "encoder_args": {"channels": [32, 64, 96, 128]},
             "rnn_size": 256,
             "input_encoding_size": 128,
             "att_hid_size": 128,
@@ -74,6 +74,9 @@ def _register_builtin() -> None:
             "drop_prob_lm": 0.5,
         },
     )
+    from sparsecap_engine.models.presets import register_zoo
+
+    register_zoo()
 
 
 _register_builtin()

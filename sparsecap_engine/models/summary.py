@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -16,3 +18,10 @@ def parameter_breakdown(model: nn.Module, depth: int = 2) -> dict[str, Any]:
         modules[prefix] = modules.get(prefix, 0) + p.numel()
         total += p.numel()
     return {"total": total, "modules": modules}
+
+
+def write_breakdown(path: Path, model: nn.Module) -> None:
+    """Write :func:`parameter_breakdown` as JSON (the run's ``model_params.json``)."""
+    from sparsecap_engine.checkpoint.atomic import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(parameter_breakdown(model), indent=1))

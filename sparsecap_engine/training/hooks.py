@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 from torch import Tensor, nn
@@ -11,7 +12,9 @@ class TrainHooks(Protocol):
     """The recipe calls, in order: ``attach(model)`` once; ``param_groups()`` for extra optimiser groups (e.g. mask
     logits, which no LR schedule touches); per step ``before_step(step)``, ``extra_loss(step)`` (added to the caption
     loss), ``after_step(step)``; at validation ``report(step)`` (a ``sparsity`` event body or None) and
-    ``ready(step)`` (may this step's checkpoint become ``best``?); at the end ``finalize()``."""
+    ``ready(step)`` (may this step's checkpoint become ``best``?); at the end ``finalize()`` and ``end_note()`` (extra
+    ``run_end`` fields; its ``message`` is appended to the run's). ``save(path, model, vocab, meta)`` may take over
+    writing a checkpoint (return True), e.g. to bake masks into the weights."""
 
     def attach(self, model: nn.Module) -> None: ...
 
@@ -27,7 +30,11 @@ class TrainHooks(Protocol):
 
     def ready(self, step: int) -> bool: ...
 
-    def finalize(self) -> None: ...
+    def finalize(self) -> Any: ...
+
+    def end_note(self) -> dict[str, Any] | None: ...
+
+    def save(self, path: Path, model: nn.Module, vocab: Any, meta: dict[str, Any]) -> bool: ...
 
 
 def call(hooks: object | None, name: str, *args: Any, default: Any = None) -> Any:

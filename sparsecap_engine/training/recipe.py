@@ -17,15 +17,26 @@ import torch
 from sparsecap_engine.checkpoint.model_io import save_model
 from sparsecap_engine.config import RunConfig
 from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
-from sparsecap_engine.metrics.cider import bleu_scores, compute_cider
+from sparsecap_engine.metrics.bleu import bleu_scores
+from sparsecap_engine.metrics.cider import compute_cider
 from sparsecap_engine.models.base import CaptionModel
 from sparsecap_engine.models.registry import build_model
+from sparsecap_engine.models.summary import write_breakdown
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.runs import EventLog, RunDir
+from sparsecap_engine.text.tokenizer import load_tokenizer
 from sparsecap_engine.training.hooks import call
 from sparsecap_engine.training.losses import caption_xe
 from sparsecap_engine.training.schedules import make_schedule
-from sparsecap_engine.training.setup import Splits, load_splits, resolve_device, resolve_model, seed_everything
+from sparsecap_engine.training.setup import (
+    Splits,
+    check_config,
+    fit_encoder,
+    load_splits,
+    resolve_device,
+    resolve_model,
+    seed_everything,
+)
 from sparsecap_engine.training.state import load_trainer_state, save_trainer_state
 
 
@@ -84,17 +95,21 @@ def train(
 ) -> TrainResult:
     """Run (or resume) XE training in ``run``. ``hooks`` is a pruning method or any plug-in (see ``hooks.py``)."""
     tc, oc = config.train, config.optim
+    check_config(config)
     seed_everything(tc.seed)
     if tc.num_threads > 0:
         torch.set_num_threads(tc.num_threads)
     device = resolve_device(tc.device)
     model_cfg = resolve_model(config.model)
 
-    splits = splits or load_splits(config.data, progress=progress)
+    saved_vocab = load_tokenizer(run.vocab_path) if resume and run.vocab_path.is_file() else None
+    splits = splits or load_splits(config.data, vocab=saved_vocab, progress=progress, model=model_cfg)
+    model_cfg = fit_encoder(model_cfg, splits)  # region features → regions encoder of their width
     vocab = splits.vocab
     vocab.save(run.vocab_path)
     run.save_config(config)
     model = build_model(model_cfg, len(vocab))
+    write_breakdown(run.path / "model_params.json", model)
     if init_weights is not None:
         model.load_state_dict(init_weights)
     call(hooks, "attach", model)
@@ -109,8 +124,10 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     def save(name: str, step: int, **extra: Any) -> None:
-        save_model(run.checkpoints / f"{name}.safetensors", model, vocab, step=step,
-                   image_size=config.data.image_size, **extra)
+        path = run.checkpoints / f"{name}.safetensors"
+        meta = {"step": step, "image_size": config.data.image_size, **extra}
+        if not call(hooks, "save", path, model, vocab, meta, default=False):  # pruning: masks baked in + sibling
+            save_model(path, model, vocab, **meta)
 
     log = EventLog(run.events_path)
     start, best_cider, best_step = 0, None, None
@@ -181,11 +198,13 @@ def train(
             call(hooks, "after_step", step)
             seen += tokens.shape[0]
             done = step + 1
+            if done in tc.keep_steps:  # weights at step k, for lottery-ticket late rewinding
+                save(f"step-{done}", done)
             if done % tc.log_every == 0 or done == tc.steps:
                 rate = seen / max(1e-9, time.perf_counter() - t0)
                 epoch = step * tc.batch_size / max(1, len(splits.train))
-                log.write("train", done, epoch=round(epoch, 3), loss=float(loss), lr=lr, items_per_s=round(rate, 1))
-                progress("train", done, tc.steps, loss=float(loss), items_per_s=round(rate, 1))
+                log.write("train", done, epoch=round(epoch, 3), loss=loss.item(), lr=lr, items_per_s=round(rate, 1))
+                progress("train", done, tc.steps, loss=loss.item(), items_per_s=round(rate, 1))
                 t0, seen = time.perf_counter(), 0
             if done % tc.val_every == 0 and done != tc.steps:
                 metrics = evaluate(done)
@@ -195,6 +214,8 @@ def train(
         status, message = "interrupted", "interrupted (Ctrl-C); last checkpoint saved"
     metrics = evaluate(step)
     call(hooks, "finalize")
-    log.write("run_end", step, status=status, message=message, best_step=best_step, best_cider=best_cider)
+    note = dict(call(hooks, "end_note", default=None) or {})  # e.g. whether the target sparsity was reached
+    message = "; ".join(m for m in (message, note.pop("message", "")) if m)
+    log.write("run_end", step, status=status, message=message, best_step=best_step, best_cider=best_cider, **note)
     log.close()
     return TrainResult(run, status, step, best_step, best_cider, metrics)

@@ -9,16 +9,18 @@ from typing import Any
 
 import torch
 
-from sparsecap_engine.config import DataConfig, ModelConfig
+from sparsecap_engine.config import DataConfig, ModelConfig, RunConfig
 from sparsecap_engine.data.captions import CaptionSet, load_records
+from sparsecap_engine.data.features import RegionFeatures
 from sparsecap_engine.data.synthetic import ensure_default_dataset
-from sparsecap_engine.errors import UsageError
+from sparsecap_engine.errors import DataError, UsageError
 from sparsecap_engine.models.registry import DECODERS, preset
 from sparsecap_engine.progress import Progress, no_progress
+from sparsecap_engine.text.tokenizer import build_tokenizer
 from sparsecap_engine.text.vocab import Vocab
 
 #: the preset each model uses when none is named (small enough for 2 CPU cores)
-DEFAULT_PRESETS: dict[str, str] = {"updown": "ud-small"}
+DEFAULT_PRESETS: dict[str, str] = {"updown": "ud-small", "transformer": "transformer-small", "ort": "ort-cpu"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,16 +61,87 @@ class Splits:
     val: CaptionSet
 
 
-def load_splits(cfg: DataConfig, vocab: Vocab | None = None, progress: Progress = no_progress) -> Splits:
-    """Load train and val in memory; build the vocabulary from training captions unless one is given."""
+def resolve_tokenizer(cfg: DataConfig, model: dict[str, Any] | None = None) -> tuple[str, int]:
+    """(kind, radix base): ``data.tokenizer``/``data.radix_base``, else the model preset's, else word / 768."""
+    model = model or {}
+    kind = cfg.tokenizer or str(model.get("tokenizer", "word"))
+    base = cfg.radix_base or int(model.get("radix_base", 768))
+    return kind, base
+
+
+def open_features(cfg: DataConfig, dataset: Path, progress: Progress = no_progress) -> RegionFeatures | None:
+    """The run's region features (``data.features``), or None to read raw images."""
+    if not cfg.features:
+        return None
+    if cfg.features == "auto":
+        from sparsecap_engine.data.synthetic_features import FEATURES_FILE, ensure_synthetic_features
+
+        path = Path(dataset).parent / FEATURES_FILE
+        if not path.is_file() and not cfg.dataset:  # an older cached synthetic dataset: export them now
+            path = ensure_synthetic_features(dataset, progress)
+        if not path.is_file():
+            raise DataError(f"--features auto: no {FEATURES_FILE} beside {dataset}")
+    else:
+        path = Path(cfg.features)
+    return RegionFeatures.open(path, Path(cfg.boxes) if cfg.boxes else None, cfg.box_format)
+
+
+def fit_encoder(model: dict[str, Any], splits: Splits) -> dict[str, Any]:
+    """Make the model's encoder match the data: region features → ``regions`` of their width; raw images → the
+    preset's pixel encoder, or ``grid-cnn`` for a preset written for region features (e.g. ``ort-paper``)."""
+    feats = splits.train.features
+    if feats is not None:
+        if model.get("name") == "ort" and not feats.has_boxes:
+            raise DataError(f"the ORT model needs region boxes: {feats.feats.path} has none (give --boxes)")
+        return {**model, "encoder": "regions", "encoder_args": {"feat_dim": feats.dim}}
+    if model.get("encoder", "grid-cnn") == "regions":
+        return {**model, "encoder": "grid-cnn", "encoder_args": {}}
+    return model
+
+
+def load_splits(
+    cfg: DataConfig,
+    vocab: Vocab | None = None,
+    progress: Progress = no_progress,
+    model: dict[str, Any] | None = None,
+) -> Splits:
+    """Load train and val; build the tokenizer (``word`` or ``radix``, see :func:`resolve_tokenizer`) from training
+    captions unless one is given. Pixels are held in memory; region features are read per batch."""
     path = dataset_path(cfg, progress)
     records = load_records(path, Path(cfg.image_root) if cfg.image_root else None, cfg.use_raw)
     train = [r for r in records if r.split == "train"]
     val = [r for r in records if r.split == "val"]
     if vocab is None:
-        vocab = Vocab.build((c for r in train for c in r.captions), cfg.min_word_count)
+        kind, base = resolve_tokenizer(cfg, model)
+        vocab = build_tokenizer(kind, (c for r in train for c in r.captions), cfg.min_word_count, base)
+    features = open_features(cfg, path, progress)
     return Splits(
         vocab,
-        CaptionSet.build(train, vocab, cfg.max_len, cfg.image_size, progress),
-        CaptionSet.build(val, vocab, cfg.max_len, cfg.image_size, progress),
+        CaptionSet.build(train, vocab, cfg.max_len, cfg.image_size, progress, features),
+        CaptionSet.build(val, vocab, cfg.max_len, cfg.image_size, progress, features),
     )
+
+
+def check_config(config: RunConfig) -> None:
+    """Fail fast (before a run directory or dataset is touched) on values that cannot work."""
+    from sparsecap_engine.training.schedules import SCHEDULES
+
+    resolve_model(config.model)
+    resolve_device(config.train.device)
+    if config.optim.schedule not in SCHEDULES:
+        raise UsageError(f"unknown schedule {config.optim.schedule!r}; choose from {', '.join(SCHEDULES)}")
+    if config.optim.grad_clip_mode not in ("norm", "value"):
+        raise UsageError(f"unknown grad_clip_mode {config.optim.grad_clip_mode!r}; choose from norm, value")
+    for name in ("steps", "batch_size", "val_every", "log_every", "seq_per_img"):
+        section = config.data if name == "seq_per_img" else config.train
+        if getattr(section, name) < 1:
+            raise UsageError(f"{name} must be at least 1")
+    if config.data.max_len < 3:
+        raise UsageError("data.max_len must be at least 3")
+    kind, base = resolve_tokenizer(config.data, resolve_model(config.model))
+    if kind not in ("word", "radix"):
+        raise UsageError(f"unknown tokenizer {kind!r}; choose from word, radix")
+    if kind == "radix" and base < 2:
+        raise UsageError(f"radix base must be at least 2 (got {base})")
+    if config.data.box_format not in ("auto", "relative", "absolute"):
+        raise UsageError(f"unknown box format {config.data.box_format!r}; choose from auto, relative, absolute")

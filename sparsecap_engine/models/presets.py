@@ -1,0 +1,51 @@
+"""The model zoo's decoders and presets (plain dicts, timm style). Paper sizes from the reference §1.4–§1.5.
+
+Paper presets read 2048-d bottom-up region features (``encoder = "regions"``); small CPU presets read raw pixels
+through the ``grid-cnn`` encoder. A preset may name the tokenizer it was designed for (``tokenizer``,
+``radix_base``): the run uses it unless ``data.tokenizer`` is set. ACORT presets expect ``data.max_len = 26``
+(12 two-digit words), as in the reference's commands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sparsecap_engine.models.ort import ORT
+from sparsecap_engine.models.registry import register_decoder, register_preset
+from sparsecap_engine.models.transformer import Transformer
+
+REGIONS = {"encoder": "regions", "encoder_args": {"feat_dim": 2048}}
+GRID = {"encoder": "grid-cnn", "encoder_args": {"channels": [32, 64, 128]}}
+ACORT_SHARING = {"share_att": "kv", "share_layers": [0, 0, 0, 1, 1, 1]}
+RADIX_768 = {"tokenizer": "radix", "radix_base": 768}
+
+
+def _base(d_model: int, d_ff: int, layers: int = 6, heads: int = 8, **extra: Any) -> dict[str, Any]:
+    return {"d_model": d_model, "dim_feedforward": d_ff, "num_layers": layers, "num_heads": heads, **extra}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # paper configurations (V = 10001 words unless radix)
+    "transformer-paper": {"name": "transformer", **REGIONS, **_base(512, 2048)},
+    "ort-paper": {"name": "ort", **REGIONS, **_base(512, 2048)},
+    "ort-small": {"name": "ort", **REGIONS, **_base(256, 1024)},
+    "ort-xsmall": {"name": "ort", **REGIONS, **_base(104, 416)},
+    "acort-base": {"name": "ort", **REGIONS, **_base(512, 2048), **ACORT_SHARING, **RADIX_768},
+    "acort-base-al": {"name": "ort", **REGIONS, **_base(512, 2048), "share_att": "kv",
+                      "share_layers": [0] * 6, **RADIX_768},
+    "acort-small": {"name": "ort", **REGIONS, **_base(256, 1024), **ACORT_SHARING, **RADIX_768},
+    # small CPU presets over raw pixels (the embedded synthetic dataset)
+    "transformer-small": {"name": "transformer", **GRID, **_base(128, 512, layers=3, heads=4, drop_prob_src=0.1)},
+    "ort-cpu": {"name": "ort", **GRID, **_base(128, 512, layers=3, heads=4, drop_prob_src=0.1)},
+    "acort-cpu": {"name": "ort", **GRID, **_base(128, 512, layers=4, heads=4, drop_prob_src=0.1),
+                  "share_att": "kv", "share_layers": [0, 0, 1, 1], "tokenizer": "radix", "radix_base": 16},
+}
+
+
+def register_zoo() -> None:
+    import sparsecap_engine.models.resnet  # noqa: F401 - registers the ``resnet`` encoder
+
+    register_decoder("transformer")(Transformer)
+    register_decoder("ort")(ORT)
+    for name, config in PRESETS.items():
+        register_preset(name, config)

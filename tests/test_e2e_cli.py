@@ -1,0 +1,127 @@
+"""End to end through the real ``sparsecap`` executable: train → checkpoint → caption → eval, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparsecap_engine.data.synthetic import generate_synthetic
+
+EXE = str(Path(sys.executable).parent / "sparsecap")
+
+
+def sparsecap(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("e2e")
+    dataset = generate_synthetic(root / "data", images=60, size=32, seed=3)
+    res = sparsecap(
+        "train", "--dataset", str(dataset), "--runs-root", str(root / "runs"), "--name", "tiny",
+        "--steps", "40", "--batch-size", "8", "--val-every", "20", "--quiet",
+        "--set", "data.image_size=32", "--set", "model.rnn_size=48", "--set", "model.input_encoding_size=24",
+        "--set", "model.att_hid_size=24", "--set", "train.val_images=6", "--set", "model.encoder_args={\"channels\": [8, 16]}",
+    )
+    assert res.returncode == 0, res.stderr
+    return {"root": root, "run": root / "runs" / "tiny", "dataset": dataset}
+
+
+@pytest.mark.slow
+def test_train_writes_run_directory(trained: dict[str, Path]):
+    run = trained["run"]
+    for name in ("config.toml", "events.jsonl", "vocab.json", "checkpoints/best.safetensors",
+                 "checkpoints/last.safetensors", "checkpoints/init.safetensors", "checkpoints/last.state.pt"):
+        assert (run / name).is_file(), name
+    kinds = [json.loads(line)["kind"] for line in (run / "events.jsonl").read_text().splitlines()]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end"
+    assert kinds.count("val") == 2 and "train" in kinds and "samples" in kinds and "checkpoint" in kinds
+
+
+@pytest.mark.slow
+def test_caption_images_of_any_size(trained: dict[str, Path], tmp_path: Path):
+    from PIL import Image
+
+    big = tmp_path / "big.jpg"
+    Image.new("RGB", (333, 517), (200, 30, 30)).save(big)
+    small = next((trained["dataset"].parent / "images").glob("*.png"))
+    res = sparsecap("caption", str(big), str(small), "--run", str(trained["run"]), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert [o["image"] for o in out] == [str(big), str(small)]
+    assert all(isinstance(o["caption"], str) for o in out)
+    ckpt = trained["run"] / "checkpoints" / "last.safetensors"
+    res = sparsecap("caption", str(small), "--checkpoint", str(ckpt))
+    assert res.returncode == 0 and res.stdout.strip(), res.stderr
+
+
+@pytest.mark.slow
+def test_eval_writes_coco_results_and_scores(trained: dict[str, Path]):
+    res = sparsecap("eval", str(trained["run"]), "--split", "test", "--baseline", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    for metric in ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"):
+        assert isinstance(out["scores"][metric], float), metric
+    assert out["scores"]["SPICE"] is None and "SPICE" in out["unavailable"]
+    assert "baseline" in out and isinstance(out["baseline"]["scores"]["CIDEr"], float)
+    folder = trained["run"] / "eval" / "test-beam1"
+    captions = json.loads((folder / "captions.json").read_text())
+    assert len(captions) == out["images"] and {"image_id", "caption"} <= set(captions[0])
+    assert json.loads((folder / "scores.json").read_text())["scores"]["CIDEr"] == out["scores"]["CIDEr"]
+
+
+@pytest.mark.slow
+def test_resume_continues_from_last_step(trained: dict[str, Path]):
+    run = trained["run"]
+    config = run / "config.toml"
+    config.write_text(config.read_text().replace("steps = 40", "steps = 50"))
+    res = sparsecap("train", "--resume", "--name", "tiny", "--runs-root", str(run.parent), "--quiet")
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    train_steps = [e["step"] for e in events if e["kind"] == "train"]
+    assert train_steps[-1] == 50 and train_steps == sorted(train_steps)
+
+
+def one_line_error(res: subprocess.CompletedProcess, code: int | None = None) -> str:
+    assert res.returncode != 0
+    if code is not None:
+        assert res.returncode == code, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+def test_bad_input_gives_one_line_errors(tmp_path: Path):
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("hello")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"garbage" * 20)
+    assert "not found" in one_line_error(sparsecap("caption", str(tmp_path / "nope.png"), "--checkpoint", str(junk)))
+    assert "junk.safetensors" in one_line_error(sparsecap("caption", str(not_image), "--checkpoint", str(junk)))
+    assert "run not found" in one_line_error(sparsecap("caption", str(not_image), "--run", str(tmp_path / "x")))
+    assert "run not found" in one_line_error(sparsecap("eval", str(tmp_path / "nowhere")))
+    msg = one_line_error(sparsecap("train", "--schedule", "sideways", "--runs-root", str(tmp_path)), code=2)
+    assert "sideways" in msg
+    msg = one_line_error(sparsecap("train", "--model", "nope", "--runs-root", str(tmp_path)), code=2)
+    assert "unknown model" in msg
+    res = sparsecap("--debug", "eval", str(tmp_path / "nowhere"))
+    assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+@pytest.mark.slow
+def test_missing_image_and_java(trained: dict[str, Path], tmp_path: Path):
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("hello")
+    msg = one_line_error(sparsecap("caption", str(not_image), "--run", str(trained["run"])))
+    assert "not an image" in msg and "notes.jpg" in msg
+    env = {k: v for k, v in os.environ.items()}
+    env["PATH"] = str(Path(sys.executable).parent)  # sparsecap on PATH, java not
+    msg = one_line_error(sparsecap("eval", str(trained["run"]), "--limit", "2", env=env))
+    assert "Java" in msg and "sparsecap doctor" in msg
