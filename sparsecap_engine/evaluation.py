@@ -13,7 +13,7 @@ from sparsecap_engine.checkpoint.model_io import load_model
 from sparsecap_engine.data.captions import CaptionSet, load_records
 from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
 from sparsecap_engine.errors import UsageError
-from sparsecap_engine.metrics.coco import evaluate_captions
+from sparsecap_engine.metrics.coco import evaluate_captions, require_java, resolve_metrics
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.runs import RunDir
 from sparsecap_engine.training.setup import dataset_path, open_features, resolve_device
@@ -51,6 +51,8 @@ def evaluate_run(
     if split not in ("train", "val", "test"):
         raise UsageError(f"unknown split {split!r}; choose from train, val, test")
     run = RunDir.open(run_path)
+    resolve_metrics(metrics)
+    require_java()
     config = run.load_config()
     opts = opts or DecodeOptions(max_len=config.data.max_len)
     dev = resolve_device(device)
