@@ -1,0 +1,4 @@
+"""The Textual monitor (``sparsecap monitor``, ``train --tui``): ``app`` (MonitorApp), ``screens``, ``widgets`` (one
+per pane), ``plot`` (braille charts), ``images`` (half-block pictures), ``text`` (the ``--once`` snapshot), ``attach``
+(run a job with the monitor attached). Styles live in ``monitor.tcss``; the data comes from
+``sparsecap_engine.monitor_state``."""

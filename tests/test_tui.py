@@ -1,0 +1,314 @@
+"""The Textual monitor driven by its pilot on fixture run directories: values, live updates, keys, attached jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from textual.widgets import DataTable, Input, Static
+
+from sparsecap_cli.tui.app import MonitorApp
+from sparsecap_cli.tui.attach import JobHandle, run_with_monitor
+from sparsecap_cli.tui.screens import HelpScreen, RunScreen, RunsScreen, StopScreen
+from sparsecap_cli.tui.widgets import CurvesPane, LogFollower, MetricsLine, SamplesPane, StatusLine
+from tests.monitor_fixtures import T0, event, write_run
+
+SIZE = (120, 40)
+PRUNE = {"method": "gradual", "sparsity": 0.9}
+
+
+def run_async(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test in a fresh event loop (no pytest async plugin needed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def plain(widget: Static) -> str:
+    """A Static's current content as plain text."""
+    console = Console(width=400, file=io.StringIO(), record=True, color_system=None)
+    console.print(widget.content)
+    return console.export_text()
+
+
+def status(app: MonitorApp) -> str:
+    return plain(app.screen.query_one(StatusLine))
+
+
+@run_async
+async def test_values_appear_in_the_panes(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "gradual", prune=PRUNE, steps=400, done=250)
+    app = MonitorApp(run, "run")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, RunScreen)
+        text = status(app)
+        for part in (
+            "running",
+            "step 250/400 (62%)",
+            "epoch 5",
+            "items/s 160",
+            "ETA 1m15s",
+            "device cpu",
+            "last.safetensors@200 ★best",
+        ):
+            assert part in text, (part, text)
+        metrics = plain(app.screen.query_one(MetricsLine))
+        assert "CIDEr-D 0.5" in metrics and "BLEU-4 0.1667" in metrics and "gradual" in metrics
+        assert "loss  last 1.71 @ 250" in plain(app.screen.query_one("#curve-legend", Static))
+        assert "target 90.0%" in plain(app.screen.query_one("#overall", Static))
+        table = app.screen.query_one("#layers", DataTable)
+        assert table.row_count == 9
+        assert str(table.get_row("logit.weight")[0]) == "66.0%"
+        samples = plain(app.screen.query_one("#samples-body", Static))
+        assert "img_0001.png" in samples and "a red circle on the left" in samples and "a small red circle" in samples
+
+
+@run_async
+async def test_appended_events_update_the_widgets(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "gradual", prune=PRUNE, steps=400, done=250)
+    app = MonitorApp(run, "run", interval=60)  # the test polls by hand
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        follower = app.screen.query_one(LogFollower)
+        with (run / "events.jsonl").open("a") as f:
+            f.write(event("train", 300, T0 + 150, epoch=6.0, loss=1.2, lr=1e-3, items_per_s=170.0))
+            f.write(event("val", 300, T0 + 150, metrics={"CIDEr-D": 0.77, "BLEU-4": 0.3}))
+            f.write(event("sparsity", 300, T0 + 150, overall=0.8, target=0.9, layers={"logit.weight": 0.85}))
+            f.write(
+                event(
+                    "samples",
+                    300,
+                    T0 + 150,
+                    items=[
+                        {"image": "missing.png", "image_id": 9, "caption": "a green triangle", "refs": ["a triangle"]}
+                    ],
+                )
+            )
+            f.write(event("checkpoint", 300, T0 + 151, path=str(run / "checkpoints" / "last.safetensors"), best=True))
+            f.write('{"kind": "train", "step": 31')  # torn: the writer is mid-line
+        assert follower.poll()
+        await pilot.pause()
+        assert "step 300/400" in status(app) and "items/s 170" in status(app) and "@300 ★best" in status(app)
+        assert "CIDEr-D 0.77" in plain(app.screen.query_one(MetricsLine))
+        table = app.screen.query_one("#layers", DataTable)
+        assert table.row_count == 1 and str(table.get_row("logit.weight")[0]) == "85.0%"
+        samples = plain(app.screen.query_one("#samples-body", Static))
+        assert "a green triangle" in samples and "no image" in samples
+        with (run / "events.jsonl").open("a") as f:
+            f.write('0, "time": 1, "loss": 1.1}\n{broken\n')
+            f.write(
+                event(
+                    "run_end",
+                    310,
+                    T0 + 160,
+                    status="stopped",
+                    message="stopped by the user",
+                    best_step=300,
+                    best_cider=0.77,
+                )
+            )
+        assert follower.poll()
+        await pilot.pause()
+        text = status(app)
+        assert "stopped" in text and "step 310/400" in text and "skipped lines 1" in text
+        assert not follower.poll()  # nothing new
+
+
+@run_async
+async def test_live_tail_within_a_second(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "live", lines=[])  # config.toml only: the log does not exist yet
+    (run / "events.jsonl").unlink()
+    app = MonitorApp(run, "run", interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "waiting" in status(app)
+        (run / "events.jsonl").write_text(event("train", 7, T0, epoch=0.1, loss=3.0, lr=1e-3, items_per_s=50.0))
+        deadline = time.monotonic() + 1.0
+        while "step 7" not in status(app) and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert "step 7" in status(app) and "running" in status(app)
+
+
+@run_async
+async def test_keys_help_filter_tab_curves_quit(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "gradual", prune=PRUNE, steps=400, done=400)
+    app = MonitorApp(run, "run")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        curves = screen.query_one(CurvesPane)
+        assert app.focused is curves
+        # ? opens the help screen, escape closes it
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert app.screen is screen
+        # curves: c cycles, digits pick, arrows move within the focused pane
+        await pilot.press("c")
+        assert curves.selected == "lr"
+        await pilot.press("3")
+        assert curves.selected == "CIDEr-D"
+        assert "CIDEr-D  last 0.8 @ 400" in plain(screen.query_one("#curve-legend", Static))
+        await pilot.press("right")
+        assert curves.selected == "BLEU-4"
+        await pilot.press("5")
+        assert curves.selected == "sparsity"
+        # / filters layers; escape clears the filter
+        table = screen.query_one("#layers", DataTable)
+        await pilot.press("slash")
+        box = screen.query_one("#layer-filter", Input)
+        assert box.display and app.focused is box
+        await pilot.press(*"lstm")
+        assert table.row_count == 4
+        await pilot.press("enter")
+        assert app.focused is table and table.row_count == 4
+        await pilot.press("escape")
+        assert table.row_count == 9 and not box.display
+        # tab walks the panes: curves → layer table → samples → curves
+        curves.focus()
+        await pilot.pause()
+        await pilot.press("tab")
+        assert app.focused is table
+        await pilot.press("tab")
+        assert app.focused is screen.query_one(SamplesPane)
+        await pilot.press("tab")
+        assert app.focused is curves
+        # q quits
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_value is None and not app.is_running
+
+
+@run_async
+async def test_runs_list_opens_a_run_and_comes_back(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    write_run(root, "a-dense", steps=200, done=200)
+    write_run(root, "b-prune", prune={"method": "supermask", "sparsity": 0.95}, steps=400, done=200)
+    app = MonitorApp(root, "root")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+        table = app.screen.query_one("#runs", DataTable)
+        assert table.row_count == 2
+        row = [str(c) for c in table.get_row_at(1)]
+        assert row[:6] == ["b-prune", "running", "updown", "supermask", "95.0%", "63.3%"]
+        # a new run appears on the next poll
+        write_run(root, "c-new", steps=100, done=50)
+        app.screen.poll()
+        assert table.row_count == 3
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, RunScreen) and app.screen.run_dir.name == "b-prune"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+
+
+def _fake_job(run: Path, started: threading.Event) -> Any:
+    """A job that logs a train event per tick until stopped, then 'saves a checkpoint' and ends the run."""
+
+    def job(stop: Any) -> str:
+        step = 0
+        with (run / "events.jsonl").open("a") as f:
+            while not stop():
+                step += 1
+                f.write(event("train", step, T0 + step, loss=1.0, lr=1e-3, items_per_s=10.0))
+                f.flush()
+                started.set()
+                time.sleep(0.01)
+            f.write(event("checkpoint", step, T0 + step, path=str(run / "checkpoints/last.safetensors"), best=False))
+            f.write(event("run_end", step, T0 + step, status="stopped", message="stopped by the user"))
+        return f"stopped at {step}"
+
+    return job
+
+
+@run_async
+async def test_attached_job_quit_asks_stop_or_detach(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "attached", lines=[])
+    started = threading.Event()
+    handle = JobHandle(_fake_job(run, started)).start()
+    started.wait(5)
+    app = MonitorApp(run, "run", interval=0.1, job=handle)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("q")
+        assert isinstance(app.screen, StopScreen)
+        await pilot.press("escape")  # cancel: still monitoring
+        assert isinstance(app.screen, RunScreen) and not handle.stopping
+        await pilot.press("q")
+        await pilot.press("s")
+        deadline = time.monotonic() + 5
+        while app.is_running and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+    assert app.return_value == "stopped"
+    assert handle.wait().startswith("stopped at ")
+
+
+@run_async
+async def test_attached_job_detach(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "attached", lines=[])
+    started = threading.Event()
+    handle = JobHandle(_fake_job(run, started)).start()
+    started.wait(5)
+    app = MonitorApp(run, "run", job=handle)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q", "d")
+        await pilot.pause()
+    assert app.return_value == "detach" and not handle.done
+    handle.stop()
+    assert handle.wait().startswith("stopped at ")
+
+
+def test_run_with_monitor_returns_the_job_result(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "attached", lines=[])
+    started = threading.Event()
+    said: list[str] = []
+
+    async def pilot_fn(pilot: Any) -> None:
+        started.wait(5)
+        await pilot.pause()
+        await pilot.press("q", "s")
+
+    result = run_with_monitor(
+        _fake_job(run, started), run, interval=0.1, echo=said.append, headless=True, size=SIZE, auto_pilot=pilot_fn
+    )
+    assert result.startswith("stopped at ") and said == []
+    assert "run_end" in (run / "events.jsonl").read_text()
+
+
+def test_run_with_monitor_reraises_job_errors(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "broken", lines=[])
+
+    def job(stop: Any) -> None:
+        raise ValueError("boom")
+
+    async def pilot_fn(pilot: Any) -> None:
+        await pilot.pause(0.3)
+        await pilot.press("q")
+
+    try:
+        run_with_monitor(job, run, interval=0.1, headless=True, size=SIZE, auto_pilot=pilot_fn)
+    except ValueError as exc:
+        assert str(exc) == "boom"
+    else:
+        raise AssertionError("the job's error was swallowed")
+
+
+def test_heat_strip_groups_many_tensors() -> None:
+    from sparsecap_cli.tui.widgets import heat_strip
+
+    assert heat_strip([0.5] * 10, 40).plain == "█" * 10
+    many = heat_strip([0.9] * 500, 120).plain
+    assert many.startswith("█" * 100) and many.endswith("(5 tensors per cell)")

@@ -1,0 +1,69 @@
+"""SVG snapshots of the monitor's main screens (pytest-textual-snapshot). Update with ``--snapshot-update``.
+
+Deterministic by construction: fixed terminal sizes, fixture events with fixed times, no clock in the view, run and
+root folder names fixed (tmp paths never appear on screen).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from sparsecap_cli.tui.app import MonitorApp
+from sparsecap_cli.tui.attach import JobHandle
+from tests.monitor_fixtures import write_run
+
+PRUNE = {"method": "gradual", "sparsity": 0.9}
+Snap = Callable[..., bool]
+
+
+def test_run_screen(snap_compare: Snap, tmp_path: Path) -> None:
+    run = write_run(tmp_path, "ud-gradual", prune=PRUNE, steps=400, done=250)
+    assert snap_compare(MonitorApp(run, "run"), terminal_size=(120, 40))
+
+
+def test_run_screen_val_curve_and_layer_filter(snap_compare: Snap, tmp_path: Path) -> None:
+    run = write_run(tmp_path, "ud-gradual", prune=PRUNE, steps=400, done=400)
+
+    async def filter_layers(pilot: Pilot) -> None:
+        await pilot.pause()
+        pilot.app.screen.query_one("#layer-filter", Input).cursor_blink = False
+        await pilot.press("3", "slash", *"lstm", "enter")
+
+    assert snap_compare(MonitorApp(run, "run"), terminal_size=(120, 40), run_before=filter_layers)
+
+
+def test_runs_list(snap_compare: Snap, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    write_run(root, "ud-dense", steps=400, done=400)
+    write_run(root, "ud-gradual-90", prune=PRUNE, steps=400, done=250)
+    write_run(root, "ud-supermask-95", prune={"method": "supermask", "sparsity": 0.95}, steps=400, done=400)
+    assert snap_compare(MonitorApp(root, "root"), terminal_size=(100, 16))
+
+
+def test_help_screen(snap_compare: Snap, tmp_path: Path) -> None:
+    run = write_run(tmp_path, "ud-dense", steps=400, done=400)
+    assert snap_compare(MonitorApp(run, "run"), press=["question_mark"], terminal_size=(100, 34))
+
+
+def test_stop_or_detach_dialog(snap_compare: Snap, tmp_path: Path) -> None:
+    run = write_run(tmp_path, "ud-attached", steps=400, done=200)
+    ready = threading.Event()
+
+    def job(stop: Any) -> None:
+        ready.set()
+        while not stop():
+            threading.Event().wait(0.01)
+
+    handle = JobHandle(job).start()
+    ready.wait(5)
+    try:
+        assert snap_compare(MonitorApp(run, "run", job=handle), press=["q"], terminal_size=(100, 30))
+    finally:
+        handle.stop()
+        handle.wait()
