@@ -42,7 +42,7 @@ def test_same_seed_gives_identical_bytes(tmp_path: Path) -> None:
     a = generate_synthetic(tmp_path / "a", images=12, seed=7)
     b = generate_synthetic(tmp_path / "b", images=12, seed=7)
     files_a, files_b = _files(a.parent), _files(b.parent)
-    assert len(files_a) == 13 and files_a == files_b
+    assert len(files_a) == 14 and files_a == files_b  # 12 images, dataset.json, features.h5
 
 
 def test_different_seed_differs(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sparsecap_engine.data.features import RegionFeatures
 from sparsecap_engine.data.images import load_images_uint8
 from sparsecap_engine.data.karpathy import ImageRecord, load_karpathy
 from sparsecap_engine.errors import DataError
@@ -27,25 +28,41 @@ def pad_tokens(seqs: Sequence[Sequence[int]], pad_id: int = Vocab.pad_id) -> Ten
 
 @dataclass
 class CaptionSet:
-    """Records of one split, their pixels as uint8 (N, 3, S, S) and each caption encoded with the vocabulary."""
+    """Records of one split, their pixels as uint8 (N, 3, S, S) and each caption encoded with the vocabulary.
+
+    With ``features`` (region features on disk) no pixels are held: batches are read from the feature store.
+    """
 
     records: list[ImageRecord]
     images: Tensor
     tokens: list[list[list[int]]]
+    features: RegionFeatures | None = None
 
     def __len__(self) -> int:
         return len(self.records)
 
     @classmethod
     def build(
-        cls, records: list[ImageRecord], vocab: Vocab, max_len: int, image_size: int, progress: Progress = no_progress
+        cls,
+        records: list[ImageRecord],
+        vocab: Vocab,
+        max_len: int,
+        image_size: int,
+        progress: Progress = no_progress,
+        features: RegionFeatures | None = None,
     ) -> CaptionSet:
-        images = load_images_uint8([r.path for r in records], image_size, progress)
+        if features is not None:
+            features.check(records, progress)
+            images = torch.empty((0, 3, image_size, image_size), dtype=torch.uint8)
+        else:
+            images = load_images_uint8([r.path for r in records], image_size, progress)
         tokens = [[vocab.encode(c, max_len) for c in r.captions] for r in records]
-        return cls(records, images, tokens)
+        return cls(records, images, tokens, features)
 
     def image_batch(self, index: Sequence[int]) -> dict[str, Tensor]:
-        """The encoder's input for these images."""
+        """The encoder's input for these images: ``images``, or ``att_feats``/``att_masks``[/``boxes``]."""
+        if self.features is not None:
+            return self.features.batch([self.records[i] for i in index])
         return {"images": self.images[torch.as_tensor(index, dtype=torch.long)]}
 
     def caption_batch(self, index: Sequence[int], per_image: int, generator: torch.Generator) -> Tensor:

@@ -182,19 +182,19 @@ def layer_order(share: object, num_layers: int, where: str) -> tuple[int, ...]:
     """Depth → unique layer index. ``share`` empty → ``num_layers`` distinct layers; else a tuple such as (0,0,1,1)."""
     if share in (None, "", (), []):
         if num_layers < 1:
-            raise UsageError(f"{where}: num_layers must be at least 1")
+            raise UsageError(f"{where} num_layers must be at least 1")
         return tuple(range(num_layers))
     if isinstance(share, str):
         try:
             share = ast.literal_eval(share)
         except (ValueError, SyntaxError):
-            raise UsageError(f"{where}: share_layers must be a tuple of layer indices, got {share!r}") from None
+            raise UsageError(f"{where} share_layers must be a tuple of layer indices, got {share!r}") from None
     try:
         order = tuple(int(i) for i in share)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise UsageError(f"{where}: share_layers must be a tuple of layer indices, got {share!r}") from None
+        raise UsageError(f"{where} share_layers must be a tuple of layer indices, got {share!r}") from None
     if not order or set(order) != set(range(max(order) + 1)):
-        raise UsageError(f"{where}: share_layers must use every index 0..k-1 at least once, got {order}")
+        raise UsageError(f"{where} share_layers must use every index 0..k-1 at least once, got {order}")
     return order
 
 
