@@ -23,6 +23,17 @@ class DataConfig:
     min_word_count: int = 2
     max_len: int = 18
     seq_per_img: int = 5
+    #: ``word`` | ``radix``; empty → the model preset's tokenizer, else ``word``
+    tokenizer: str = ""
+    #: radix base b (output vocabulary b + 3); 0 → the preset's, else 768
+    radix_base: int = 0
+    #: region features: a folder of ``<id>.npy``, an HDF5 file, or ``auto`` (``features.h5`` beside the dataset JSON);
+    #: empty → raw images through the model's pixel encoder
+    features: str = ""
+    #: boxes for the features (folder or HDF5); empty → the features file's ``boxes`` group if it has one
+    boxes: str = ""
+    #: ``auto`` | ``relative`` | ``absolute`` (pixels, divided by the image's width and height)
+    box_format: str = "auto"
 
 
 @dataclass
@@ -38,7 +49,7 @@ class ModelConfig:
 class OptimConfig:
     """Adam with a schedule; gradient clipping by ``grad_clip_mode`` (``norm`` or ``value``, the reference's)."""
 
-    lr: float = 5e-3
+    lr: float = 1e-3
     lr_min: float = 1e-5
     eps: float = 1e-8
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -57,7 +68,7 @@ class OptimConfig:
 class TrainConfig:
     """The recipe: steps, batch, validation cadence, device, seed."""
 
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 32
     val_every: int = 500
     val_images: int = 250
@@ -67,6 +78,8 @@ class TrainConfig:
     amp: bool = True
     seed: int = 8888
     num_threads: int = 0
+    #: also save ``checkpoints/step-<k>.safetensors`` after these steps (lottery-ticket late rewinding)
+    keep_steps: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -78,6 +91,8 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: dict[str, Any] = field(default_factory=dict)
+    #: self-critical fine-tuning (``training/scst.py``); empty → XE training
+    scst: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,8 +105,8 @@ class RunConfig:
             raise UsageError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}")
         cfg = cls()
         for name, value in data.items():
-            if name == "prune":
-                cfg.prune = dict(value)
+            if name in ("prune", "scst"):
+                setattr(cfg, name, dict(value))
                 continue
             current = getattr(cfg, name)
             setattr(cfg, name, _merge(current, value, f"{source}: [{name}]"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,7 +13,7 @@ from typing import Any
 from sparsecap_engine.checkpoint.atomic import atomic_write_text
 from sparsecap_engine.checkpoint.model_io import load_model
 from sparsecap_engine.data.captions import CaptionSet, load_records
-from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
+from sparsecap_engine.decoding.api import DecodeOptions, caption_batch, decode_tag
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.metrics.coco import evaluate_captions, require_java, resolve_metrics
 from sparsecap_engine.progress import Progress, no_progress
@@ -28,6 +30,8 @@ class EvalReport:
     n_images: int
     baseline: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    captions: dict[int, str] = field(default_factory=dict)
+    per_image: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 def most_frequent_caption(records) -> str:
@@ -46,15 +50,20 @@ def evaluate_run(
     device: str = "auto",
     limit: int = 0,
     progress: Progress = no_progress,
+    per_image_path: Path | None = None,
 ) -> EvalReport:
-    """Caption every image of ``split`` with the run's ``which`` checkpoint and score it."""
+    """Caption every image of ``split`` with the run's ``which`` checkpoint and score it.
+
+    Writes ``eval/<split>-<decoding>/`` (e.g. ``test-beam3``): ``captions.json`` (COCO results format) and
+    ``scores.json`` (corpus and per-image scores); ``per_image_path`` also gets a per-image table (``.csv`` or JSON).
+    """
     if split not in ("train", "val", "test"):
         raise UsageError(f"unknown split {split!r}; choose from train, val, test")
     run = RunDir.open(run_path)
     resolve_metrics(metrics)
     require_java()
     config = run.load_config()
-    opts = opts or DecodeOptions(max_len=config.data.max_len)
+    opts = (opts or DecodeOptions(max_len=config.data.max_len)).check()
     dev = resolve_device(device)
     model, vocab, meta = load_model(run.checkpoint(which), dev)
     root = Path(config.data.image_root) if config.data.image_root else None
@@ -74,19 +83,20 @@ def evaluate_run(
             hyps[data.records[i].image_id] = cap
         progress("decode", index[-1] + 1, len(data))
     refs = data.references()
-    out_dir = run.eval_dir(split, max(1, opts.beam_size) if opts.method == "beam" else 1)
+    out_dir = run.path / "eval" / f"{split}-{decode_tag(opts)}"
     out_dir.mkdir(parents=True, exist_ok=True)
     results = [{"image_id": k, "caption": v} for k, v in hyps.items()]
     atomic_write_text(out_dir / "captions.json", json.dumps(results, indent=1))
 
     result = evaluate_captions(refs, hyps, metrics)
-    report = EvalReport(split, out_dir, result.corpus, result.unavailable, len(hyps))
+    report = EvalReport(split, out_dir, result.corpus, result.unavailable, len(hyps), captions=hyps,
+                        per_image=result.per_image)
     payload: dict[str, Any] = {
         "split": split,
         "images": len(hyps),
         "checkpoint": which,
         "step": meta.get("step"),
-        "decoding": opts.__dict__,
+        "decoding": {"tag": decode_tag(opts), **opts.to_dict()},
         "scores": result.corpus,
         "unavailable": result.unavailable,
         "per_image": {str(k): v for k, v in result.per_image.items()},
@@ -97,4 +107,26 @@ def evaluate_run(
         report.baseline = {"caption": caption, "scores": base.corpus}
         payload["baseline"] = report.baseline
     atomic_write_text(out_dir / "scores.json", json.dumps(payload, indent=1))
+    if per_image_path is not None:
+        write_per_image(Path(per_image_path), hyps, result.per_image, refs)
     return report
+
+
+def write_per_image(
+    path: Path, hyps: dict[int, str], per_image: dict[int, dict[str, float]], refs: dict[int, list[str]]
+) -> None:
+    """One row per image: id, caption, each metric (and the first reference); CSV for ``*.csv``, else JSON."""
+    metrics = list(dict.fromkeys(m for scores in per_image.values() for m in scores))
+    rows = [
+        {"image_id": k, "caption": hyps[k], **per_image.get(k, {}), "reference": (refs.get(k) or [""])[0]}
+        for k in hyps
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, ["image_id", "caption", *metrics, "reference"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(path, buf.getvalue())
+    else:
+        atomic_write_text(path, json.dumps(rows, indent=1))

@@ -11,7 +11,7 @@ import torch
 
 from sparsecap_engine.checkpoint.model_io import load_model
 from sparsecap_engine.data.images import load_image
-from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
+from sparsecap_engine.decoding.api import DecodeOptions, caption_batch, caption_batch_nbest
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.models.base import CaptionModel
 from sparsecap_engine.runs import RunDir
@@ -41,15 +41,27 @@ class Captioner:
         image_size = int(meta.get("image_size", image_size))
         return cls(model, vocab, meta, image_size, dev)
 
-    def caption(self, images: Sequence[Path], opts: DecodeOptions, batch_size: int = 32) -> list[str]:
-        """One caption per image path (any size of PNG/JPEG; resized to the model's input size)."""
+    def _batches(self, images: Sequence[Path], batch_size: int):
         if not self.model.takes_pixels:
             raise UsageError(
                 f"this checkpoint's encoder ({self.meta.get('encoder')}) takes region features, not raw images"
             )
-        out: list[str] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            pixels = torch.stack([load_image(Path(p), self.image_size) for p in chunk]).to(self.device)
-            out += caption_batch(self.model, {"images": pixels}, self.vocab, opts)
+            yield {"images": torch.stack([load_image(Path(p), self.image_size) for p in chunk]).to(self.device)}
+
+    def caption(self, images: Sequence[Path], opts: DecodeOptions, batch_size: int = 32) -> list[str]:
+        """One caption per image path (any size of PNG/JPEG; resized to the model's input size)."""
+        out: list[str] = []
+        for batch in self._batches(images, batch_size):
+            out += caption_batch(self.model, batch, self.vocab, opts)
+        return out
+
+    def caption_nbest(
+        self, images: Sequence[Path], opts: DecodeOptions, batch_size: int = 32
+    ) -> list[list[tuple[str, float]]]:
+        """The ``opts.n_best`` best (caption, score) pairs per image, best first."""
+        out: list[list[tuple[str, float]]] = []
+        for batch in self._batches(images, batch_size):
+            out += caption_batch_nbest(self.model, batch, self.vocab, opts)
         return out

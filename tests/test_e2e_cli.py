@@ -27,7 +27,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "train", "--dataset", str(dataset), "--runs-root", str(root / "runs"), "--name", "tiny",
         "--steps", "40", "--batch-size", "8", "--val-every", "20", "--quiet",
         "--set", "data.image_size=32", "--set", "model.rnn_size=48", "--set", "model.input_encoding_size=24",
-        "--set", "model.att_hid_size=24", "--set", "train.val_images=6", "--set", "model.encoder_args={\"channels\": [8, 16]}",
+        "--set", "model.att_hid_size=24", "--set", "train.val_images=6",
+        "--set", "model.encoder_args={\"channels\": [8, 16]}",
     )
     assert res.returncode == 0, res.stderr
     return {"root": root, "run": root / "runs" / "tiny", "dataset": dataset}

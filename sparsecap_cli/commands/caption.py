@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from sparsecap_cli import decode_flags as df
 from sparsecap_cli.render import console
 
 
@@ -14,19 +15,40 @@ def caption(
     images: list[Path] = typer.Argument(..., help="PNG/JPEG files, any size."),
     run: Path | None = typer.Option(None, "--run", help="Run directory (uses its best checkpoint)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A checkpoint file instead of a run."),
-    beam: int = typer.Option(1, "--beam", help="Beam size (1 = greedy)."),
+    beam: int = df.BEAM,
+    sample: bool = df.SAMPLE,
+    temperature: float = df.TEMPERATURE,
+    top_k: int = df.TOP_K,
+    top_p: float = df.TOP_P,
+    seed: int = df.SEED,
+    length_penalty: str = df.LENGTH_PENALTY,
+    block_ngram: int = df.BLOCK_NGRAM,
+    min_len: int = df.MIN_LEN,
+    bad_endings: bool = df.BAD_ENDINGS,
+    n_best: int = typer.Option(1, "--n-best", help="Print the n best captions per image with scores (beam, sample)."),
     max_len: int = typer.Option(20, "--max-len", help="Longest caption in tokens."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print [{image, caption}] as JSON."),
 ) -> None:
-    """Print one caption per image."""
-    from sparsecap_engine.decoding.api import DecodeOptions
+    """Print one caption per image (greedy, beam search or sampling); with --n-best N, the N best with scores."""
     from sparsecap_engine.data.images import check_image_paths
     from sparsecap_engine.inference import Captioner
 
+    opts = df.decode_options(beam, sample, max_len, temperature, top_k, top_p, seed, length_penalty, block_ngram,
+                             min_len, bad_endings, n_best)
     check_image_paths(images)
     captioner = Captioner.load(run, checkpoint, device)
-    opts = DecodeOptions(method="beam" if beam > 1 else "greedy", beam_size=beam, max_len=max_len)
+    if n_best > 1:
+        ranked = captioner.caption_nbest(images, opts)
+        if as_json:
+            typer.echo(json.dumps([{"image": str(p), "captions": [{"caption": c, "score": s} for c, s in r]}
+                                   for p, r in zip(images, ranked, strict=True)]))
+            return
+        for path, rows in zip(images, ranked, strict=True):
+            console.print(f"[bold]{path}[/bold]", highlight=False)
+            for i, (text, score) in enumerate(rows, 1):
+                console.print(f"  {i}. {text}  [dim]({score:.3f})[/dim]", highlight=False)
+        return
     captions = captioner.caption(images, opts)
     if as_json:
         typer.echo(json.dumps([{"image": str(p), "caption": c} for p, c in zip(images, captions, strict=True)]))

@@ -51,3 +51,8 @@ def scene(
 
     path, captions = render_sample(out, seed, size)
     console.print(f"{path}: {captions[0]}", highlight=False)
+
+
+from sparsecap_cli.commands import features as _features  # noqa: E402 - pack-features, extract-features
+
+_features.register(app)

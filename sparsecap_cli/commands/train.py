@@ -37,8 +37,21 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     tui: bool = typer.Option(False, "--tui", help="Watch the run in the live monitor; quitting asks: stop or detach."),
+    scst: bool = typer.Option(False, "--scst", help="Self-critical fine-tuning (SCST) of --from RUN, in a new run."),
+    source: Path | None = typer.Option(None, "--from", help="SCST: the trained run (or checkpoint) to start from."),
+    source_checkpoint: str = typer.Option("best", "--from-checkpoint", help="SCST: best | last of --from RUN."),
+    scst_samples: int = typer.Option(5, "--scst-samples", help="SCST: captions drawn per image (n)."),
+    scst_sample: str = typer.Option("random", "--scst-sample", help="SCST: random (multinomial) | beam (n beams)."),
+    scst_baseline: str = typer.Option("greedy", "--scst-baseline", help="SCST: greedy | mean (leave-one-out, n≥2)."),
+    cider_weight: float = typer.Option(1.0, "--cider-weight", help="SCST reward weight of CIDEr-D."),
+    bleu_weight: str = typer.Option("0,0,0,0", "--bleu-weight", help="SCST reward weights of BLEU-1..4 (0,0,0,1)."),
 ) -> None:
-    """Train a captioning model (XE). With no options: a small Up-Down model on the embedded synthetic dataset."""
+    """Train a captioning model (XE). With no options: a small Up-Down model on the embedded synthetic dataset.
+
+    With --scst --from RUN: fine-tune RUN's model by self-critical sequence training (reward CIDEr-D + BLEU-n).
+    Data and training settings come from RUN; lr 5e-5, a constant schedule and 500 steps unless given.
+    """
+    from sparsecap_engine.errors import UsageError
     from sparsecap_engine.runs import RunDir
     from sparsecap_engine.training.recipe import train as train_run
     from sparsecap_engine.training.setup import check_config
@@ -69,17 +82,49 @@ def train(
             "train.amp": amp,
             "train.seed": seed,
         }
-        cfg = build_config(config, flags, sets)
+        if scst:
+            cfg = _scst_config(config, flags, sets, source, source_checkpoint, scst_samples, scst_sample,
+                               scst_baseline, cider_weight, bleu_weight)
+        elif source is not None:
+            raise UsageError("--from starts an SCST stage (add --scst); to prune a run use `sparsecap prune --from`")
+        else:
+            cfg = build_config(config, flags, sets)
         check_config(cfg)
-        run = RunDir.create(runs_root / (name or default_run_name(cfg)), overwrite=overwrite)
-    console.print(f"run: [bold]{run.path}[/bold]")
+        run = RunDir.create(runs_root / (name or default_run_name(cfg, "-scst" if scst else "")), overwrite=overwrite)
+    train_fn = train_run
+    if cfg.scst:
+        from sparsecap_engine.training.scst import run_scst as train_fn  # the SCST stage: same recipe, SCST loss
+    console.print(f"run: [bold]{run.path}[/bold]" + (f"  SCST from {cfg.scst['source']}" if cfg.scst else ""))
     if tui:
         from sparsecap_cli.tui.attach import run_with_monitor
 
-        result = run_with_monitor(lambda stop: train_run(cfg, run, resume=resume, stop=stop), run.path)
+        result = run_with_monitor(lambda stop: train_fn(cfg, run, resume=resume, stop=stop), run.path)
     else:
         with progress_bar(quiet) as progress:
-            result = train_run(cfg, run, progress=progress, resume=resume)
+            result = train_fn(cfg, run, progress=progress, resume=resume)
     console.print(scores_table(f"validation (step {result.step})", result.last_metrics))
     best = f"{result.best_cider:.4f} at step {result.best_step}" if result.best_cider is not None else "none"
     console.print(f"{result.status}: best val CIDEr-D {best}; checkpoints in {run.checkpoints}")
+
+
+def _scst_config(config_file, flags, sets, source, which, samples, sample, baseline, cider_weight, bleu_weight):
+    """Source run's config < SCST defaults < flags < ``--set``, plus the checked ``[scst]`` section."""
+    from sparsecap_engine.errors import UsageError
+    from sparsecap_engine.training.scst import DEFAULTS, scst_config
+
+    if source is None:
+        raise UsageError("--scst needs --from RUN (a trained run directory or checkpoint)")
+    if not source.exists():
+        raise UsageError(f"--from {source}: no such run directory or checkpoint")
+    try:
+        bleu = [float(w) for w in bleu_weight.split(",") if w.strip()]
+    except ValueError:
+        raise UsageError(f"--bleu-weight expects up to 4 comma-separated numbers, got {bleu_weight!r}") from None
+    base = config_file
+    run_dir = source if source.is_dir() else source.parent.parent if source.parent.name == "checkpoints" else None
+    if base is None and run_dir is not None and (run_dir / "config.toml").is_file():
+        base = run_dir / "config.toml"  # data, optimiser and training settings of the run being fine-tuned
+    flags = {**flags, **{k: v for k, v in DEFAULTS.items() if flags.get(k) is None}}
+    options = {"source": str(source.resolve()), "source_checkpoint": which, "samples": samples, "sample": sample,
+               "baseline": baseline, "cider_weight": cider_weight, "bleu_weights": bleu}
+    return scst_config(build_config(base, flags, sets), options)

@@ -13,16 +13,21 @@ from sparsecap_engine.checkpoint.dense import expand_aliases, read_file, save_de
 from sparsecap_engine.errors import CheckpointError
 from sparsecap_engine.models.base import CaptionModel
 from sparsecap_engine.models.registry import build_model
+from sparsecap_engine.text.tokenizer import tokenizer_from_json
 from sparsecap_engine.text.vocab import Vocab
 
 #: other formats (e.g. the compact sparse one) register a decoder: format → (tensors, meta) → dense state dict
 DECODERS: dict[str, Callable[[dict[str, torch.Tensor], dict[str, Any]], dict[str, torch.Tensor]]] = {}
 
 
-def save_model(path: Path, model: CaptionModel, vocab: Vocab, **extra: Any) -> None:
-    """Dense safetensors checkpoint: weights + metadata ``model`` (config), ``vocab``, ``encoder`` and ``extra``."""
+def save_model(
+    path: Path, model: CaptionModel, vocab: Vocab, state: dict[str, torch.Tensor] | None = None, **extra: Any
+) -> None:
+    """Dense safetensors checkpoint: weights + metadata ``model`` (config), ``vocab``, ``encoder`` and ``extra``.
+
+    ``state`` replaces ``model.state_dict()`` (e.g. a pruned model's weights with masks baked in)."""
     meta = {"model": model.config, "vocab": vocab.to_json(), "encoder": model.config.get("encoder"), **extra}
-    save_dense(path, model.state_dict(), meta)
+    save_dense(path, model.state_dict() if state is None else state, meta)
 
 
 def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -41,9 +46,11 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[CaptionM
     path = Path(path)
     state, meta = read_state(path)
     try:
-        vocab = Vocab.from_json(meta["vocab"], str(path))
+        vocab = tokenizer_from_json(meta["vocab"], str(path))  # word Vocab or RadixTokenizer
         config = dict(meta["model"])
         config.pop("vocab_size", None)
+        # encoder weights (e.g. a ResNet file) come from this checkpoint, not from the path used at training time
+        config["encoder_args"] = {k: v for k, v in config.get("encoder_args", {}).items() if k != "weights"}
         model = build_model(config, len(vocab))
     except KeyError as exc:
         raise CheckpointError(f"{path}: metadata lacks {exc}") from None

@@ -83,6 +83,27 @@ def _batch_index(step: int, batch: int, n: int, seed: int) -> list[int]:
     return perm[pos * batch : (pos + 1) * batch].tolist()
 
 
+#: one optimisation step's loss: ``(model, training split, image indices, step) -> (loss, info)``; ``info`` holds
+#: numbers for the ``train`` event (``items``: captions in the step, for items/s)
+Objective = Callable[[CaptionModel, Any, list[int], int], tuple[torch.Tensor, dict[str, float]]]
+
+
+def xe_objective(config: RunConfig, pad_id: int) -> Objective:
+    """Cross-entropy with teacher forcing on ``seq_per_img`` reference captions per image (reference §3.4)."""
+    per_img, seed, smoothing = config.data.seq_per_img, config.train.seed, config.optim.label_smoothing
+
+    def objective(model: CaptionModel, data, index: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        device = next(model.parameters()).device
+        gen = torch.Generator().manual_seed(seed * 7919 + step)
+        tokens = data.caption_batch(index, per_img, gen).to(device)
+        batch = {k: v.to(device) for k, v in data.image_batch(index).items()}
+        memory = model.expand_memory(model.encode(batch), per_img)
+        logprobs = model(memory, tokens[:, :-1])
+        return caption_xe(logprobs.float(), tokens[:, 1:], pad_id, smoothing), {"items": tokens.shape[0]}
+
+    return objective
+
+
 def train(
     config: RunConfig,
     run: RunDir,
@@ -92,8 +113,11 @@ def train(
     resume: bool = False,
     stop: Callable[[], bool] | None = None,
     splits: Splits | None = None,
+    objective: Objective | None = None,
 ) -> TrainResult:
-    """Run (or resume) XE training in ``run``. ``hooks`` is a pruning method or any plug-in (see ``hooks.py``)."""
+    """Run (or resume) training in ``run``: XE unless another ``objective`` is given (e.g. SCST, ``scst.py``).
+
+    ``hooks`` is a pruning method or any plug-in (see ``hooks.py``)."""
     tc, oc = config.train, config.optim
     check_config(config)
     seed_everything(tc.seed)
@@ -106,6 +130,7 @@ def train(
     splits = splits or load_splits(config.data, vocab=saved_vocab, progress=progress, model=model_cfg)
     model_cfg = fit_encoder(model_cfg, splits)  # region features → regions encoder of their width
     vocab = splits.vocab
+    objective = objective or xe_objective(config, vocab.pad_id)
     vocab.save(run.vocab_path)
     run.save_config(config)
     model = build_model(model_cfg, len(vocab))
@@ -159,7 +184,6 @@ def train(
         checkpoint(step, metrics)
         return metrics
 
-    per_img = config.data.seq_per_img
     amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
     metrics: dict[str, float] = {}
     status, message, step = "completed", "", start
@@ -175,13 +199,8 @@ def train(
                     g["lr"] = lr
             call(hooks, "before_step", step)
             index = _batch_index(step, tc.batch_size, len(splits.train), tc.seed)
-            gen = torch.Generator().manual_seed(tc.seed * 7919 + step)
-            tokens = splits.train.caption_batch(index, per_img, gen).to(device)
-            batch = {k: v.to(device) for k, v in splits.train.image_batch(index).items()}
             with amp_ctx():
-                memory = model.expand_memory(model.encode(batch), per_img)
-                logprobs = model(memory, tokens[:, :-1])
-                loss = caption_xe(logprobs.float(), tokens[:, 1:], vocab.pad_id, oc.label_smoothing)
+                loss, info = objective(model, splits.train, index, step)
                 extra = call(hooks, "extra_loss", step)
                 total = loss + extra if extra is not None else loss
             optimizer.zero_grad(set_to_none=True)
@@ -196,15 +215,16 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             call(hooks, "after_step", step)
-            seen += tokens.shape[0]
+            seen += int(info.pop("items", len(index)))
             done = step + 1
             if done in tc.keep_steps:  # weights at step k, for lottery-ticket late rewinding
                 save(f"step-{done}", done)
             if done % tc.log_every == 0 or done == tc.steps:
                 rate = seen / max(1e-9, time.perf_counter() - t0)
                 epoch = step * tc.batch_size / max(1, len(splits.train))
-                log.write("train", done, epoch=round(epoch, 3), loss=loss.item(), lr=lr, items_per_s=round(rate, 1))
-                progress("train", done, tc.steps, loss=loss.item(), items_per_s=round(rate, 1))
+                log.write("train", done, epoch=round(epoch, 3), loss=loss.item(), lr=lr, items_per_s=round(rate, 1),
+                          **info)
+                progress("train", done, tc.steps, loss=loss.item(), items_per_s=round(rate, 1), **info)
                 t0, seen = time.perf_counter(), 0
             if done % tc.val_every == 0 and done != tc.steps:
                 metrics = evaluate(done)

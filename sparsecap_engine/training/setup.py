@@ -138,7 +138,11 @@ def check_config(config: RunConfig) -> None:
             raise UsageError(f"{name} must be at least 1")
     if config.data.max_len < 3:
         raise UsageError("data.max_len must be at least 3")
-    kind, base = resolve_tokenizer(config.data, resolve_model(config.model))
+    model = resolve_model(config.model)
+    with torch.device("meta"):  # shapes only: catches bad sizes and sharing options before anything is written
+        params = {k: v for k, v in model.items() if k not in ("name", "encoder", "encoder_args")}
+        DECODERS[model["name"]](vocab_size=16, feat_dim=8, **params)
+    kind, base = resolve_tokenizer(config.data, model)
     if kind not in ("word", "radix"):
         raise UsageError(f"unknown tokenizer {kind!r}; choose from word, radix")
     if kind == "radix" and base < 2:
