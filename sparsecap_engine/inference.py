@@ -27,8 +27,12 @@ class Captioner:
     device: torch.device
 
     @classmethod
-    def load(cls, run: Path | None = None, checkpoint: Path | None = None, device: str = "cpu") -> Captioner:
-        """From ``run`` (its best checkpoint, falling back to last) or from ``checkpoint``; exactly one is needed."""
+    def load(
+        cls, run: Path | None = None, checkpoint: Path | None = None, device: str = "cpu", sparse: str = "off"
+    ) -> Captioner:
+        """From ``run`` (its best checkpoint, falling back to last) or from ``checkpoint``; exactly one is needed.
+
+        ``sparse`` (auto|on|off): run pruned layers as CSR products on the CPU (auto: when ≥ 80 % sparse)."""
         if (run is None) == (checkpoint is None):
             raise UsageError("give exactly one of --run or --checkpoint")
         image_size = 64
@@ -39,6 +43,10 @@ class Captioner:
         dev = torch.device(device)
         model, vocab, meta = load_model(Path(checkpoint), dev)
         image_size = int(meta.get("image_size", image_size))
+        from sparsecap_engine.checkpoint.sparse_infer import sparsify, want_sparse
+
+        if want_sparse(sparse, model, dev):
+            sparsify(model)
         return cls(model, vocab, meta, image_size, dev)
 
     def _batches(self, images: Sequence[Path], batch_size: int):

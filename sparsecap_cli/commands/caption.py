@@ -28,6 +28,8 @@ def caption(
     n_best: int = typer.Option(1, "--n-best", help="Print the n best captions per image with scores (beam, sample)."),
     max_len: int = typer.Option(20, "--max-len", help="Longest caption in tokens."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
+    sparse: str = typer.Option("auto", "--sparse", help="auto | on | off: CSR kernels for pruned layers (CPU; "
+                               "auto = on when the pruned weights are ≥ 80% zeros)."),
     as_json: bool = typer.Option(False, "--json", help="Print [{image, caption}] as JSON."),
 ) -> None:
     """Print one caption per image (greedy, beam search or sampling); with --n-best N, the N best with scores."""
@@ -37,7 +39,7 @@ def caption(
     opts = df.decode_options(beam, sample, max_len, temperature, top_k, top_p, seed, length_penalty, block_ngram,
                              min_len, bad_endings, n_best)
     check_image_paths(images)
-    captioner = Captioner.load(run, checkpoint, device)
+    captioner = Captioner.load(run, checkpoint, device, sparse)
     if n_best > 1:
         ranked = captioner.caption_nbest(images, opts)
         if as_json:

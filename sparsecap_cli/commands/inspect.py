@@ -12,46 +12,76 @@ from sparsecap_cli.render import console
 
 
 def inspect(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint file (.safetensors) or a run directory."),
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file (dense or sparse) or a run directory."),
     params: bool = typer.Option(False, "--params", help="Per-module parameter breakdown."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a per-layer sparsity chart (PNG)."),
+    bench: bool = typer.Option(False, "--bench", help="Time dense vs sparse CPU captioning of one image."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads for --bench."),
 ) -> None:
-    """Describe a checkpoint: model, encoder, vocabulary, step, metrics, parameters."""
-    from sparsecap_engine.checkpoint.model_io import load_model
-    from sparsecap_engine.models.summary import parameter_breakdown
+    """Describe a checkpoint: model, vocabulary, step, metrics, parameters, per-tensor sparsity and storage, sizes."""
+    from sparsecap_engine.checkpoint.inspect_report import bench_report, checkpoint_report, human_bytes, plot_sparsity
 
     if checkpoint.is_dir():
-        from sparsecap_engine.runs import RunDir
+        from sparsecap_engine.checkpoint.sparse import resolve_checkpoint
 
-        checkpoint = RunDir.open(checkpoint).checkpoint("best")
-    model, vocab, meta = load_model(checkpoint)
-    breakdown = parameter_breakdown(model)
-    info = {
-        "checkpoint": str(checkpoint),
-        "format": meta.get("format"),
-        "model": meta.get("model"),
-        "encoder": meta.get("encoder"),
-        "vocab_size": len(vocab),
-        "step": meta.get("step"),
-        "metrics": meta.get("metrics"),
-        "parameters": breakdown["total"],
-        "file_bytes": checkpoint.stat().st_size,
-    }
+        checkpoint = resolve_checkpoint(checkpoint)
+    info = checkpoint_report(checkpoint)
+    breakdown = info.pop("_breakdown")
     if params:
-        info["breakdown"] = breakdown["modules"]
+        info["breakdown"] = breakdown
+    if plot is not None:
+        plot_sparsity(info["tensors"], plot, title=checkpoint.name)
+        info["plot"] = str(plot)
+    if bench:
+        info["bench"] = bench_report(checkpoint, threads=threads)
     if as_json:
         typer.echo(json.dumps(info, indent=1))
         return
     table = Table(title=str(checkpoint), show_header=False)
-    for key in ("format", "encoder", "vocab_size", "step", "metrics", "parameters", "file_bytes"):
+    for key in ("format", "values", "encoder", "vocab_size", "step", "metrics", "parameters", "file_bytes"):
         table.add_row(key, str(info[key]))
     table.add_row("model", json.dumps(info["model"]))
     console.print(table)
+
+    t = Table(title="pruned tensors")
+    for col, just in (("tensor", "left"), ("shape", "left"), ("numel", "right"), ("nnz", "right"),
+                      ("sparsity", "right"), ("bytes", "right"), ("storage", "left")):
+        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    for r in info["tensors"]:
+        t.add_row(r["name"], "×".join(map(str, r["shape"])), f"{r['numel']:,}", f"{r['nnz']:,}",
+                  f"{r['sparsity']:.2%}", human_bytes(r["bytes"]), r["storage"])
+    tot = info["totals"]
+    t.add_section()
+    t.add_row("[bold]pruned total[/bold]", "", f"{tot['pruned']['numel']:,}", f"{tot['pruned']['nnz']:,}",
+              f"{tot['pruned']['sparsity']:.2%}", "", "")
+    t.add_row("[bold]all parameters[/bold]", "", f"{tot['all']['numel']:,}", f"{tot['all']['nnz']:,}",
+              f"{tot['all']['sparsity']:.2%}", "", "")
+    console.print(t)
+
+    sizes = info["sizes"]
+    s = Table(title="size on disk (file) vs computed equivalents (tensor bytes)")
+    s.add_column("variant")
+    s.add_column("bytes", justify="right")
+    s.add_column("× file", justify="right")
+    for key, value in sizes.items():
+        s.add_row(key, human_bytes(value), f"{value / max(1, sizes['file']):.2f}")
+    console.print(s)
     if params:
-        t = Table(title="parameters per module")
-        t.add_column("module")
-        t.add_column("params", justify="right")
-        t.add_column("share", justify="right")
-        for name, n in breakdown["modules"].items():
-            t.add_row(name, f"{n:,}", f"{100 * n / max(1, breakdown['total']):.1f}%")
-        console.print(t)
+        p = Table(title="parameters per module")
+        p.add_column("module")
+        p.add_column("params", justify="right")
+        p.add_column("share", justify="right")
+        for name, n in breakdown.items():
+            p.add_row(name, f"{n:,}", f"{100 * n / max(1, info['parameters']):.1f}%")
+        console.print(p)
+    if bench:
+        b = info["bench"]
+        bt = Table(title=f"greedy caption latency, one image, {b['threads']} thread(s), {b['max_len']} steps")
+        for col in ("dense", "sparse (CSR)", "speed-up", "CSR layers"):
+            bt.add_column(col, justify="right")
+        bt.add_row(f"{b['dense_ms']:.1f} ms", f"{b['sparse_ms']:.1f} ms", f"{b['speedup']:.2f}×",
+                   str(b["converted_layers"]))
+        console.print(bt)
+    if plot is not None:
+        console.print(f"sparsity chart: {plot}", highlight=False)

@@ -59,3 +59,11 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[CaptionM
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise CheckpointError(f"{path}: weights do not fit the model in its metadata ({what})")
     return model.to(device).eval(), vocab, meta
+
+
+def _register_formats() -> None:
+    """Import the modules that add formats to ``DECODERS`` (the compact sparse one)."""
+    import sparsecap_engine.checkpoint.sparse  # noqa: F401
+
+
+_register_formats()

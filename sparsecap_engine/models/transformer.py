@@ -105,12 +105,18 @@ class MultiHeadAttention(nn.Module):
         k = self._heads(self.qk_proj(x) if self.share == "qk" else self.k_proj(x))
         return k, self._heads(self.v_proj(x))
 
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(Q, K, V) heads of self-attention over ``x`` (one call, so a sparse twin can fuse the projections)."""
+        return (self.query(x), *self.keys_values(x))
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         out = attention(q, k, v, mask, bias, self.dropout)
         b, _, t, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, self.h * self.d_k))
 
     def forward(self, x: Tensor, context: Tensor, mask: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        if context is x:
+            return self.attend(*self.qkv(x), mask, bias)
         return self.attend(self.query(x), *self.keys_values(context), mask, bias)
 
 
@@ -166,8 +172,7 @@ class DecoderLayer(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (x, K, V) where K/V are this depth's self-attention keys/values so far (the new cache)."""
         h = self.norm1(x)
-        q = self.self_attn.query(h)
-        k, v = self.self_attn.keys_values(h)
+        q, k, v = self.self_attn.qkv(h)
         if past is not None:
             shared = v is k
             k = torch.cat([past[0], k], dim=2)

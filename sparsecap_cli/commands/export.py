@@ -1,0 +1,38 @@
+"""``sparsecap export``: write a compact sparse checkpoint (bitmask or CSR per pruned tensor)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from sparsecap_cli.render import console
+
+
+def export(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run directory (its pruned, else best)."),
+    out: Path = typer.Option(..., "--out", help="The sparse .safetensors file to write (atomically)."),
+    values: str = typer.Option("fp32", "--values", help="fp32 (exact) | fp16 (half the value bytes)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Export a (pruned) checkpoint in the compact sparse format; `caption --checkpoint` loads it directly."""
+    from sparsecap_engine.checkpoint.sparse import VALUE_DTYPES, export_sparse, resolve_checkpoint
+    from sparsecap_engine.errors import UsageError
+
+    if values not in VALUE_DTYPES:
+        raise UsageError(f"--values must be fp16 or fp32, got {values!r}")
+    src = resolve_checkpoint(checkpoint)
+    meta = export_sparse(src, out, values)
+    kinds: dict[str, int] = {}
+    for entry in meta["storage"].values():
+        if entry.get("pruned"):
+            kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
+    info = {"source": str(src), "out": str(out), "values": values, "source_bytes": src.stat().st_size,
+            "bytes": out.stat().st_size, "sparsity": meta["sparsity"]["sparsity"], "storage": kinds}
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    console.print(
+        f"wrote {out} ({info['bytes'] / 1e6:.3f} MB, from {info['source_bytes'] / 1e6:.3f} MB; "
+        f"pruned sparsity {info['sparsity']:.2%}; storage {kinds})", highlight=False)

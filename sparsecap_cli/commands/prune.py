@@ -1,0 +1,136 @@
+"""``sparsecap prune``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from sparsecap_cli.commands.common import build_config, default_run_name
+from sparsecap_cli.render import console, progress_bar, scores_table
+from sparsecap_engine.pruning.flow import PruneOptions, plan_prune, run_prune
+from sparsecap_engine.runs import RunDir
+
+
+def prune(
+    method: str = typer.Option("supermask", "--method", help="supermask|magnitude|gradual|lottery|snip|fixed."),
+    sparsity: float = typer.Option(0.95, "--sparsity", "-s", help="Target sparsity of pruned weights (0.95 = 95 %)."),
+    criterion: str = typer.Option("blind", "--criterion", help="magnitude/gradual/lottery: blind | uniform | dist."),
+    source: Path | None = typer.Option(None, "--from", help="Run directory (or checkpoint) to prune or fine-tune."),
+    source_checkpoint: str = typer.Option("best", "--from-checkpoint", help="Checkpoint of --from RUN: best | last."),
+    freeze: str | None = typer.Option(None, "--freeze", help="Comma list of name prefixes left dense."),
+    min_density: float | None = typer.Option(None, "--min-density", help="Keep at least this density per layer."),
+    mask_init: float | None = typer.Option(None, "--mask-init", help="supermask: initial logit (5.0)."),
+    mask_lr: float | None = typer.Option(None, "--mask-lr", help="supermask: Adam lr of the mask logits (100)."),
+    mask_eps: float | None = typer.Option(None, "--mask-eps", help="supermask: Adam eps of the mask logits (1e-2)."),
+    sparsity_weight: float | None = typer.Option(
+        None, "--sparsity-weight", help="supermask: sparsity loss weight (-1 = auto: max(5, c/(1-s)))."
+    ),
+    prune_start: int | None = typer.Option(None, "--prune-start", help="gradual: first pruning step (T/15)."),
+    prune_end: int | None = typer.Option(None, "--prune-end", help="gradual: last pruning step (T/2)."),
+    prune_every: int | None = typer.Option(None, "--prune-every", help="gradual: steps between updates (T/113)."),
+    initial_sparsity: float | None = typer.Option(None, "--initial-sparsity", help="gradual: s_i (0)."),
+    rounds: int | None = typer.Option(None, "--rounds", help="lottery: iterative pruning rounds (1)."),
+    rewind_step: int | None = typer.Option(None, "--rewind-step", help="lottery: rewind to step k of --from (0)."),
+    snip_batches: int | None = typer.Option(None, "--snip-batches", help="snip: batches of saliency (1)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file (flags override it)."),
+    name: str | None = typer.Option(None, "--name", "-n", help="Run name (default: <model>-<method>-<s>-<time>)."),
+    runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Folder that holds run directories."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model name (ignored with --from)."),
+    preset: str | None = typer.Option(None, "--preset", help="Preset of hyper-parameters (ignored with --from)."),
+    dataset: Path | None = typer.Option(None, "--dataset", help="Karpathy JSON (default: embedded synthetic set)."),
+    image_root: Path | None = typer.Option(None, "--image-root", help="Folder the JSON's filepaths start from."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimiser steps (per round for lottery)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step (× captions per image)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    schedule: str | None = typer.Option(None, "--schedule", help="cosine | noam | step | constant."),
+    label_smoothing: float | None = typer.Option(None, "--label-smoothing", help="Label smoothing ε."),
+    grad_clip: float | None = typer.Option(None, "--grad-clip", help="Clip gradients (norm or value, 0 = off)."),
+    val_every: int | None = typer.Option(None, "--val-every", help="Validate every N steps."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    sets: list[str] | None = typer.Option(None, "--set", help="Any config key: section.key=value (repeatable)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Prune a captioning model to a target sparsity and write the pruned checkpoint, a per-layer table and chart.
+
+    Train with pruning (supermask, gradual, snip) or prune a trained run then fine-tune (magnitude, lottery, fixed:
+    these need --from RUN). Only checkpoints whose NNZ is within 5 % of the target's can become best.
+    """
+    opts = {
+        "method": method,
+        "sparsity": sparsity,
+        "criterion": criterion,
+        "source": str(source) if source else "",
+        "source_checkpoint": source_checkpoint,
+        "freeze": [p.strip() for p in (freeze or "").split(",") if p.strip()],
+        "min_density": min_density,
+        "mask_init": mask_init,
+        "mask_lr": mask_lr,
+        "mask_eps": mask_eps,
+        "sparsity_weight": sparsity_weight,
+        "start": prune_start,
+        "end": prune_end,
+        "every": prune_every,
+        "initial_sparsity": initial_sparsity,
+        "rounds": rounds,
+        "rewind_step": rewind_step,
+        "snip_batches": snip_batches,
+    }
+    options = PruneOptions.from_dict({k: v for k, v in opts.items() if v is not None})
+    base = config
+    if base is None and source is not None and source.is_dir() and (source / "config.toml").is_file():
+        base = source / "config.toml"  # data, optimiser and training settings of the run being pruned
+    flags = {
+        "model.name": model,
+        "model.preset": preset,
+        "data.dataset": str(dataset) if dataset else None,
+        "data.image_root": str(image_root) if image_root else None,
+        "train.steps": steps,
+        "train.batch_size": batch_size,
+        "optim.lr": lr,
+        "optim.schedule": schedule,
+        "optim.label_smoothing": label_smoothing,
+        "optim.grad_clip": grad_clip,
+        "train.val_every": val_every,
+        "train.device": device,
+        "train.amp": amp,
+        "train.seed": seed,
+    }
+    cfg = build_config(base, flags, sets)
+    if not any(s.startswith("train.keep_steps=") for s in sets or []):
+        cfg.train.keep_steps = []  # not inherited from the run being pruned
+    cfg.prune = options.to_dict()
+    plan = plan_prune(cfg)  # every check before the run directory is created
+    run = RunDir.create(runs_root / (name or default_run_name(cfg, f"-{method}-{sparsity:g}")), overwrite=overwrite)
+    console.print(f"run: [bold]{run.path}[/bold]  method: [bold]{method}[/bold]  target sparsity: {sparsity:g}")
+    with progress_bar(quiet) as progress:
+        result = run_prune(cfg, run, progress=progress, plan=plan)
+    console.print(scores_table(f"validation ({result.status})", result.metrics))
+    console.print(layer_table(result.report, result.target))
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    colour = "green" if result.reached else "yellow"
+    console.print(f"[{colour}]{result.message}[/{colour}]")
+    best = f"{result.best_cider:.4f} at step {result.best_step}" if result.best_cider is not None else "none"
+    console.print(f"best val CIDEr-D {best}; pruned checkpoint {result.outputs['checkpoint']}")
+    console.print(f"sparsity table {result.outputs['csv']} (+ .json), chart {result.outputs['png']}")
+
+
+def layer_table(report: dict, target: float) -> Table:
+    """Per-layer sparsity with totals."""
+    table = Table(title=f"per-layer sparsity (target {target:g})")
+    for col, justify in (("tensor", "left"), ("shape", "left"), ("nnz", "right"), ("numel", "right"),
+                         ("sparsity", "right")):
+        table.add_column(col, justify=justify)
+    for name, t in report["tensors"].items():
+        style = None if t["pruned"] else "dim"
+        table.add_row(name, "×".join(map(str, t["shape"])), f"{t['nnz']:,}", f"{t['numel']:,}",
+                      f"{t['sparsity']:.4f}", style=style)
+    for key, label in (("pruned", "pruned tensors"), ("all", "all parameters")):
+        tot = report[key]
+        table.add_row(f"[bold]{label}[/bold]", "", f"{tot['nnz']:,}", f"{tot['numel']:,}", f"{tot['sparsity']:.4f}")
+    return table

@@ -1,0 +1,252 @@
+"""Sparse CPU inference: swap pruned layers of a loaded model for CSR-backed twins with the same call signature.
+
+``sparsify(model)`` replaces, in place, every ``nn.Linear`` (incl. the output layer), ``nn.LSTMCell`` (both the
+input and hidden products) and ``nn.Embedding`` whose weight is at least ``min_sparsity`` zeros by a module that keeps
+the weight as a ``torch.sparse_csr_tensor`` and multiplies with ``torch.addmm`` (a CSR × dense product). The model
+class and its interface (``encode`` / ``step`` / ``forward``) are unchanged, so greedy and beam search work as is.
+Shared modules are swapped once (every parent then points at the same twin). Inference only (no autograd).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+#: a layer is converted when at least this share of its weight is zero
+DEFAULT_MIN_SPARSITY = 0.7
+#: ``--sparse auto`` turns sparse kernels on when the model's pruned weights are at least this sparse (and on CPU)
+AUTO_SPARSITY = 0.8
+MODES = ("auto", "on", "off")
+
+
+def to_csr(weight: Tensor) -> Tensor:
+    """Dense 2-D tensor → CSR with int32 indices (what the CPU kernels use: no index copy per product)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        csr = weight.detach().to_sparse_csr()
+        if csr.values().numel() < torch.iinfo(torch.int32).max:
+            csr = torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(), csr.values(),
+                                          csr.shape)
+        return csr
+
+
+def _sparsity(w: Tensor) -> float:
+    return float((w == 0).float().mean()) if w.numel() else 0.0
+
+
+def _csr_matmul(weight: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ weightᵀ + bias`` for x (..., in) with a CSR ``weight`` (out, in)."""
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1]).t().to(weight.dtype)
+    if bias is None:
+        y = weight @ x2
+    else:
+        y = torch.addmm(bias.unsqueeze(1).expand(-1, x2.shape[1]), weight, x2)
+    return y.t().reshape(*lead, weight.shape[0]).to(x.dtype)
+
+
+class SparseLinear(nn.Module):
+    """``nn.Linear`` with a CSR weight: ``y = x Wᵀ + b`` as ``(W xᵀ)ᵀ + b``."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = to_csr(linear.weight)
+        self.bias = None if linear.bias is None else linear.bias.detach().clone()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _csr_matmul(self.weight, x, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, nnz={self.weight.values().numel()}"
+
+
+class SparseLSTMCell(nn.Module):
+    """``nn.LSTMCell`` with CSR ``W_ih`` and ``W_hh`` (gate order i, f, g, o as PyTorch)."""
+
+    def __init__(self, cell: nn.LSTMCell, min_sparsity: float):
+        super().__init__()
+        self.input_size, self.hidden_size = cell.input_size, cell.hidden_size
+        ih, hh = cell.weight_ih.detach(), cell.weight_hh.detach()
+        self.weight_ih = to_csr(ih) if _sparsity(ih) >= min_sparsity else ih.clone()
+        self.weight_hh = to_csr(hh) if _sparsity(hh) >= min_sparsity else hh.clone()
+        b = None
+        if cell.bias:
+            b = (cell.bias_ih + cell.bias_hh).detach().clone()
+        self.bias = b
+
+    @staticmethod
+    def _mm(w: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
+        if w.layout == torch.sparse_csr:
+            return _csr_matmul(w, x, bias)
+        return F.linear(x, w, bias)
+
+    def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        if hx is None:
+            z = x.new_zeros(x.shape[0], self.hidden_size)
+            hx = (z, z)
+        h, c = hx
+        gates = self._mm(self.weight_ih, x, self.bias) + self._mm(self.weight_hh, h, None)
+        i, f, g, o = gates.chunk(4, dim=1)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        return h_new, c_new
+
+
+class SparseEmbedding(nn.Module):
+    """``nn.Embedding`` whose table is kept in CSR form; a lookup scatters the non-zeros of the wanted rows."""
+
+    def __init__(self, emb: nn.Embedding):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = emb.num_embeddings, emb.embedding_dim
+        csr = to_csr(emb.weight)
+        self.crow, self.col, self.values = csr.crow_indices(), csr.col_indices(), csr.values()
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        flat = tokens.reshape(-1)
+        start, end = self.crow[flat], self.crow[flat + 1]
+        counts = end - start
+        rows = torch.repeat_interleave(torch.arange(flat.numel()), counts)
+        offset = torch.arange(int(counts.sum())) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        idx = torch.repeat_interleave(start, counts) + offset
+        out = self.values.new_zeros(flat.numel(), self.embedding_dim)
+        out[rows, self.col[idx]] = self.values[idx]
+        return out.reshape(*tokens.shape, self.embedding_dim)
+
+
+@dataclass
+class SparsifyReport:
+    """What ``sparsify`` converted: module name → its weight sparsity."""
+
+    converted: dict[str, float]
+    skipped: dict[str, float]
+
+
+def _convert(module: nn.Module, min_sparsity: float) -> tuple[nn.Module | None, float]:
+    if isinstance(module, nn.Linear):
+        s = _sparsity(module.weight)
+        return (SparseLinear(module) if s >= min_sparsity else None), s
+    if isinstance(module, nn.LSTMCell):
+        s = min(_sparsity(module.weight_ih), _sparsity(module.weight_hh))
+        s_max = max(_sparsity(module.weight_ih), _sparsity(module.weight_hh))
+        return (SparseLSTMCell(module, min_sparsity) if s_max >= min_sparsity else None), s
+    if isinstance(module, nn.Embedding) and module.max_norm is None:
+        s = _sparsity(module.weight)
+        return (SparseEmbedding(module) if s >= min_sparsity else None), s
+    return None, 0.0
+
+
+@torch.no_grad()
+def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY) -> SparsifyReport:
+    """Swap (in place) every Linear / LSTMCell / Embedding at least ``min_sparsity`` sparse for its CSR twin.
+
+    The model must be on the CPU, in eval mode, without attached masks (bake them first)."""
+    done: dict[int, nn.Module | None] = {}
+    report = SparsifyReport({}, {})
+    for pname, parent in list(model.named_modules(remove_duplicate=False)):
+        for cname, child in list(parent.named_children()):
+            if not isinstance(child, (nn.Linear, nn.LSTMCell, nn.Embedding)):
+                continue
+            if parametrize.is_parametrized(child) or next(child.parameters()).device.type != "cpu":
+                continue
+            full = f"{pname}.{cname}" if pname else cname
+            if id(child) not in done:
+                new, s = _convert(child, min_sparsity)
+                done[id(child)] = new
+                (report.converted if new is not None else report.skipped)[full] = s
+            new = done[id(child)]
+            if new is not None:
+                setattr(parent, cname, new)
+    return report
+
+
+def pruned_sparsity(model: nn.Module) -> float:
+    """Sparsity over the model's prunable weight matrices."""
+    from sparsecap_engine.pruning.masks import prunable
+
+    zeros = total = 0
+    for module, pname in prunable(model).values():
+        w = getattr(module, pname)
+        zeros += int((w == 0).sum())
+        total += w.numel()
+    return zeros / total if total else 0.0
+
+
+def want_sparse(mode: str, model: nn.Module, device: torch.device | str) -> bool:
+    """``--sparse``: on, off, or auto (CPU and pruned weights ≥ ``AUTO_SPARSITY`` sparse)."""
+    from sparsecap_engine.errors import UsageError
+
+    if mode not in MODES:
+        raise UsageError(f"--sparse must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "off":
+        return False
+    cpu = torch.device(device).type == "cpu"
+    if mode == "on":
+        if not cpu:
+            raise UsageError("--sparse on needs --device cpu (sparse kernels run on the CPU)")
+        return True
+    return cpu and pruned_sparsity(model) >= AUTO_SPARSITY
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# latency
+
+
+def example_batch(model: nn.Module, image_size: int = 64, regions: int = 36, seed: int = 0) -> dict[str, Tensor]:
+    """One random input the model's encoder takes: an image, or ``regions`` region features with boxes."""
+    g = torch.Generator().manual_seed(seed)
+    if getattr(model, "takes_pixels", False):
+        return {"images": torch.rand(1, 3, image_size, image_size, generator=g)}
+    feat_dim = int(getattr(model.encoder, "out_dim", 2048))
+    xy = torch.rand(1, regions, 2, generator=g) * 0.5
+    wh = torch.rand(1, regions, 2, generator=g) * 0.5 + 0.05
+    return {"att_feats": torch.randn(1, regions, feat_dim, generator=g), "att_masks": torch.ones(1, regions),
+            "boxes": torch.cat([xy, xy + wh], -1)}
+
+
+def time_ms(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def greedy_ids(model: nn.Module, batch: dict[str, Tensor], max_len: int = 16, bos: int = 2) -> Tensor:
+    """Greedy caption ids for ``batch`` (a fixed length, no early stop: timing does not depend on the weights)."""
+    memory = model.encode(batch)
+    state = model.init_state(memory)
+    tokens = torch.full((next(iter(memory.values())).shape[0],), bos, dtype=torch.long)
+    out = []
+    for _ in range(max_len):
+        logp, state = model.step(memory, tokens, state)
+        tokens = logp.argmax(-1)
+        out.append(tokens)
+    return torch.stack(out, 1)
+
+
+def bench_latency(dense: nn.Module, sparse: nn.Module, batch: dict[str, Tensor], threads: int = 1,
+                  max_len: int = 16, repeat: int = 5) -> dict[str, float]:
+    """Greedy captioning latency of one batch, dense vs sparse, with ``threads`` intra-op threads."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        d = time_ms(lambda: greedy_ids(dense, batch, max_len), repeat)
+        s = time_ms(lambda: greedy_ids(sparse, batch, max_len), repeat)
+    finally:
+        torch.set_num_threads(old)
+    return {"threads": threads, "dense_ms": d, "sparse_ms": s, "speedup": d / s if s else float("nan")}

@@ -1,0 +1,334 @@
+"""The whole pruning flow behind ``sparsecap prune``: resolve ``--from``, build the method, train with it (one run, or
+one per lottery round), then write the pruned checkpoint, the per-layer sparsity table (CSV, JSON) and chart (PNG).
+
+- train-with-pruning: ``supermask``, ``gradual``, ``snip`` (from scratch, or from ``--from`` weights);
+- prune-then-fine-tune: ``magnitude`` (``--from`` a trained dense run), ``fixed`` (``--from`` a pruned run);
+- ``lottery``: masks by one-shot magnitude of ``--from``'s trained weights (or ``--from``'s own masks when it is a
+  pruned run, e.g. gradual: "lottery ticket (gradual)"), weights rewound to ``--from``'s ``init`` checkpoint or to its
+  ``step-<k>`` checkpoint (late rewinding), retrained with fixed masks; ``rounds`` N > 1 prunes iteratively,
+  ``s_r = 1 − (1 − s)^(r/N)`` of the remaining weights each round, rewinding every time (rounds 1..N−1 live in
+  ``<run>/rounds/round-<r>/``, the last round is the run itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sparsecap_engine.checkpoint.model_io import load_model, read_state, save_model
+from sparsecap_engine.config import ModelConfig, RunConfig
+from sparsecap_engine.errors import CheckpointError, RunError, UsageError
+from sparsecap_engine.models.registry import build_model
+from sparsecap_engine.progress import Progress, no_progress
+from sparsecap_engine.pruning.criteria import CRITERIA, select
+from sparsecap_engine.pruning.io import masks_path, read_masks_for, save_masks, summary
+from sparsecap_engine.pruning.masks import in_scope, prunable
+from sparsecap_engine.pruning.methods import METHODS, PruneMethod, build_method
+from sparsecap_engine.pruning.report import nnz_within, sparsity_report, write_report
+from sparsecap_engine.runs import RunDir
+from sparsecap_engine.text.vocab import Vocab
+
+#: methods that prune a trained model and so need ``--from``
+NEEDS_SOURCE = ("magnitude", "lottery", "fixed")
+
+
+@dataclass
+class PruneOptions:
+    """The ``[prune]`` section of a run's config (``-1`` = automatic for the gradual schedule)."""
+
+    method: str = "supermask"
+    sparsity: float = 0.95
+    criterion: str = "blind"
+    source: str = ""
+    source_checkpoint: str = "best"
+    freeze: list[str] = field(default_factory=list)
+    min_density: float = 0.0
+    mask_init: float = 5.0
+    mask_lr: float = 100.0
+    mask_eps: float = 1e-2
+    sparsity_weight: float = -1.0
+    start: int = -1
+    end: int = -1
+    every: int = -1
+    initial_sparsity: float = 0.0
+    rounds: int = 1
+    rewind_step: int = 0
+    snip_batches: int = 1
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruneOptions:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise UsageError(f"[prune] unknown key(s) {', '.join(sorted(unknown))}")
+        opts = cls(**data)
+        opts.check()
+        return opts
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise UsageError(f"unknown pruning method {self.method!r}; choose from {', '.join(sorted(METHODS))}")
+        if self.criterion not in CRITERIA:
+            raise UsageError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
+        if not 0.0 <= self.sparsity < 1.0:
+            raise UsageError(f"--sparsity must be in [0, 1), got {self.sparsity}")
+        if self.method in NEEDS_SOURCE and not self.source:
+            raise UsageError(f"--method {self.method} prunes a trained model: give --from RUN")
+        if self.rounds < 1:
+            raise UsageError("--rounds must be at least 1")
+        if self.rounds > 1 and self.method != "lottery":
+            raise UsageError("--rounds applies to --method lottery only")
+        if self.rewind_step and self.method != "lottery":
+            raise UsageError("--rewind-step applies to --method lottery only")
+        if self.rewind_step < 0:
+            raise UsageError("--rewind-step must be ≥ 0")
+
+
+@dataclass
+class Source:
+    """What ``--from`` points at: a run (if any), one of its checkpoints, that checkpoint's weights and metadata."""
+
+    run: RunDir | None
+    checkpoint: Path
+    state: dict[str, Tensor]
+    meta: dict[str, Any]
+
+    @property
+    def vocab(self) -> Vocab:
+        """The source's tokenizer (word vocabulary or radix)."""
+        from sparsecap_engine.text.tokenizer import tokenizer_from_json
+
+        return tokenizer_from_json(self.meta["vocab"], str(self.checkpoint))
+
+
+def resolve_source(path: str | Path, which: str = "best") -> Source:
+    """``--from``: a run directory (its ``which`` checkpoint, best falling back to last) or a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        run = RunDir.open(path)
+        ckpt = run.checkpoint(which)
+    elif path.is_file():
+        ckpt = path
+        parent = path.parent.parent
+        run = RunDir(parent) if path.parent.name == "checkpoints" and (parent / "config.toml").is_file() else None
+    else:
+        raise RunError(f"--from {path}: no such run directory or checkpoint")
+    state, meta = read_state(ckpt)
+    if "model" not in meta or "vocab" not in meta:
+        raise CheckpointError(f"{ckpt}: metadata lacks the model config or vocabulary")
+    return Source(run, ckpt, state, meta)
+
+
+def with_source_model(config: RunConfig, meta: dict[str, Any]) -> RunConfig:
+    """The run's model becomes exactly the source checkpoint's model."""
+    model = {k: v for k, v in meta["model"].items() if k != "vocab_size"}
+    name = model.pop("name")
+    return dataclasses.replace(config, model=ModelConfig(name=name, preset="", overrides=model))
+
+
+def xe_loss_fn(config: RunConfig, splits) -> Callable[[nn.Module, int], Tensor]:
+    """``loss(model, i)``: caption XE of the i-th saliency batch (random training images, seeded)."""
+    from sparsecap_engine.training.losses import caption_xe
+
+    per_img, size = config.data.seq_per_img, config.train.batch_size
+
+    def loss(model: nn.Module, i: int) -> Tensor:
+        device = next(model.parameters()).device
+        gen = torch.Generator().manual_seed(config.train.seed * 7907 + i)
+        index = torch.randperm(len(splits.train), generator=gen)[:size].tolist()
+        tokens = splits.train.caption_batch(index, per_img, gen).to(device)
+        batch = {k: v.to(device) for k, v in splits.train.image_batch(index).items()}
+        memory = model.expand_memory(model.encode(batch), per_img)
+        logprobs = model(memory, tokens[:, :-1])
+        return caption_xe(logprobs.float(), tokens[:, 1:], splits.vocab.pad_id, config.optim.label_smoothing)
+
+    return loss
+
+
+def make_method(opts: PruneOptions, total_steps: int, masks: dict[str, Tensor] | None = None,
+                sparsity: float | None = None) -> PruneMethod:
+    auto = lambda v: None if v < 0 else v  # noqa: E731
+    common = {"sparsity": opts.sparsity if sparsity is None else sparsity, "freeze": opts.freeze,
+              "min_density": opts.min_density, "total_steps": total_steps, "criterion": opts.criterion}
+    extra: dict[str, Any] = {
+        "supermask": {"mask_init": opts.mask_init, "mask_lr": opts.mask_lr, "mask_eps": opts.mask_eps,
+                      "sparsity_weight": opts.sparsity_weight},
+        "gradual": {"start": auto(opts.start), "end": auto(opts.end), "every": auto(opts.every),
+                    "initial_sparsity": opts.initial_sparsity},
+        "snip": {"snip_batches": opts.snip_batches},
+        "fixed": {"masks": masks},
+        "lottery": {"masks": masks},
+    }.get(opts.method, {})
+    return build_method(opts.method, **common, **extra)
+
+
+def mask_sparsity(masks: dict[str, Tensor]) -> float:
+    numel = sum(m.numel() for m in masks.values())
+    return 1.0 - sum(int(torch.count_nonzero(m)) for m in masks.values()) / max(1, numel)
+
+
+@dataclass
+class PruneResult:
+    run: RunDir
+    status: str
+    target: float
+    sparsity: float
+    reached: bool
+    message: str
+    best_step: int | None
+    best_cider: float | None
+    metrics: dict[str, float]
+    report: dict[str, Any]
+    outputs: dict[str, Path]
+    warnings: list[str] = field(default_factory=list)
+
+
+def finish(run: RunDir, target: float, method: str) -> tuple[dict[str, Any], dict[str, Path], str]:
+    """``checkpoints/pruned.safetensors`` (+ masks) from best (target reached) or last, and the sparsity outputs."""
+    best = run.checkpoints / "best.safetensors"
+    which = "best" if best.is_file() else "last"
+    src = run.checkpoints / f"{which}.safetensors"
+    model, vocab, meta = load_model(src)
+    masks = read_masks_for(src, model)
+    rep = sparsity_report(model, masks)
+    info = summary(rep, target, method)
+    pruned = run.checkpoints / "pruned.safetensors"
+    keep = {k: meta[k] for k in ("step", "image_size", "metrics") if k in meta}
+    save_model(pruned, model, vocab, sparsity=info, pruned_from=which, **keep)
+    save_masks(masks_path(pruned), masks, sparsity=info)
+    extra = {"method": method, "target": target, "reached": nnz_within(rep["pruned"]["sparsity"], target),
+             "checkpoint": str(pruned), "from": which, "step": meta.get("step")}
+    paths = write_report(rep, run.path, run.plots, extra, target)
+    return rep, {"checkpoint": pruned, "masks": masks_path(pruned), **paths}, which
+
+
+@dataclass
+class PrunePlan:
+    """A checked flow: options, the resolved ``--from`` and the run config with the source's model."""
+
+    config: RunConfig
+    opts: PruneOptions
+    src: Source | None
+
+
+def plan_prune(config: RunConfig) -> PrunePlan:
+    """Check options and ``--from`` before anything is written (the CLI calls this before creating the run)."""
+    opts = PruneOptions.from_dict(config.prune)
+    src = resolve_source(opts.source, opts.source_checkpoint) if opts.source else None
+    if src is not None:
+        config = with_source_model(config, src.meta)
+    config = dataclasses.replace(config, prune=opts.to_dict())
+    if opts.method == "lottery":
+        _lottery_checks(opts, src)
+    return PrunePlan(config, opts, src)
+
+
+def _lottery_checks(opts: PruneOptions, src: Source | None) -> Path:
+    """The rewind checkpoint of a lottery flow (errors when the source cannot give one)."""
+    if src is None or src.run is None:
+        raise UsageError("lottery needs --from a trained run directory (its init checkpoint is the rewind point)")
+    k = opts.rewind_step
+    rewind = src.run.checkpoints / ("init.safetensors" if k == 0 else f"step-{k}.safetensors")
+    if not rewind.is_file():
+        if k == 0:
+            raise CheckpointError(f"lottery: {src.run.path} has no init checkpoint ({rewind.name}) to rewind to")
+        hint = f"train it with --set train.keep_steps=[{k}]"
+        raise CheckpointError(f"lottery: {src.run.path} has no {rewind.name}; {hint}")
+    if masks_path(src.checkpoint).is_file():
+        made_by = src.run.load_config().prune.get("method", "")
+        if made_by in ("magnitude", "fixed"):
+            raise UsageError(f"lottery: {src.run.path} was pruned from trained weights ({made_by}), so its init "
+                             "checkpoint is no initialisation; use its dense source or a gradual/snip/supermask run")
+        if opts.rounds > 1:
+            raise UsageError("--rounds > 1 needs a dense --from run (this one is already pruned)")
+    return rewind
+
+
+def run_prune(
+    config: RunConfig,
+    run: RunDir,
+    progress: Progress = no_progress,
+    stop: Callable[[], bool] | None = None,
+    plan: PrunePlan | None = None,
+) -> PruneResult:
+    """Run the pruning flow described by ``config.prune`` in ``run``."""
+    from sparsecap_engine.training.recipe import train
+    from sparsecap_engine.training.setup import fit_encoder, load_splits, resolve_model
+
+    plan = plan or plan_prune(config)
+    config, opts, src = plan.config, plan.opts, plan.src
+    splits = load_splits(config.data, vocab=src.vocab if src else None, progress=progress,
+                         model=resolve_model(config.model))
+    target = opts.sparsity
+    notes: list[str] = []
+
+    if opts.method == "lottery":
+        res, method, target, run = _lottery(config, run, opts, src, splits, progress, stop, notes)
+    else:
+        masks = None
+        if opts.method == "fixed":
+            probe = build_model(fit_encoder(resolve_model(config.model), splits), len(splits.vocab))
+            masks = read_masks_for(src.checkpoint, probe)
+            target = mask_sparsity(masks)
+        method = make_method(opts, config.train.steps, masks, target)
+        if opts.method == "snip":
+            method.loss_fn = xe_loss_fn(config, splits)
+        res = train(config, run, progress, hooks=method, init_weights=src.state if src else None, stop=stop,
+                    splits=splits)
+
+    rep, outputs, which = finish(run, target, opts.method)
+    s = rep["pruned"]["sparsity"]
+    reached = method.reached_at is not None
+    if reached:
+        msg = f"target sparsity {target:.4g} reached (step {method.reached_at}); pruned checkpoint from {which}"
+    else:
+        msg = f"target sparsity {target:.4g} never reached (final {s:.4f}); pruned checkpoint from last, no best kept"
+    return PruneResult(run, res.status, target, s, reached, "; ".join([msg, *notes]), res.best_step,
+                       res.best_cider, res.last_metrics, rep, outputs, list(method.warnings))
+
+
+def _lottery(config, run, opts, src, splits, progress, stop, notes):
+    from sparsecap_engine.training.recipe import train
+    from sparsecap_engine.training.setup import fit_encoder, resolve_model
+
+    rewind_state, _ = read_state(_lottery_checks(opts, src))
+    probe = build_model(fit_encoder(resolve_model(config.model), splits), len(splits.vocab))
+    names = [n for n in prunable(probe) if not in_scope(n, opts.freeze)]
+    src_masks = read_masks_for(src.checkpoint) if masks_path(src.checkpoint).is_file() else None
+    trained, prev, sel = src.state, None, None
+    target = opts.sparsity
+    if src_masks is not None:
+        target = mask_sparsity(src_masks)
+        notes.append(f"masks taken from {src.checkpoint} (sparsity {target:.4f})")
+    res = method = round_run = None
+    for r in range(1, opts.rounds + 1):
+        s_r = 1.0 - (1.0 - target) ** (r / opts.rounds)
+        if src_masks is not None:
+            masks = src_masks
+        else:
+            missing = [n for n in names if n not in trained]
+            if missing:
+                raise CheckpointError(f"{src.checkpoint}: no weight {missing[0]!r}")
+            sel = select(opts.criterion, {n: trained[n] for n in names}, s_r, prev, opts.min_density)
+            masks = sel.masks
+        last = r == opts.rounds
+        round_run = run if last else RunDir.create(run.path / "rounds" / f"round-{r}", overwrite=True)
+        method = make_method(opts, config.train.steps, masks, s_r)
+        if sel is not None:
+            method.warnings = sel.warnings()
+        res = train(config, round_run, progress, hooks=method, init_weights=rewind_state, stop=stop, splits=splits)
+        if res.status != "completed" and not last:
+            notes.append(f"stopped in round {r} of {opts.rounds}; outputs are in {round_run.path}")
+            break
+        trained = read_state(round_run.checkpoint("best"))[0]
+        prev = {n: m.to(torch.bool) for n, m in masks.items()}
+    return res, method, target, round_run

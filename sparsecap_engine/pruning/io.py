@@ -1,0 +1,75 @@
+"""Checkpoints of pruned runs.
+
+``<name>.safetensors`` is a plain dense checkpoint with ``w ⊙ m`` baked in (``load_model`` rebuilds the plain model
+class from it); its metadata carries a ``sparsity`` summary. The hard 0/1 masks go to the sibling file
+``<name>.masks.safetensors`` (same safetensors container, format ``sparsecap-masks-1``, one bool tensor per pruned
+weight) so ``fixed`` fine-tuning and lottery rewinding restore the exact masks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
+from sparsecap_engine.checkpoint.dense import pack, read_file
+from sparsecap_engine.checkpoint.model_io import read_state, save_model
+from sparsecap_engine.errors import CheckpointError
+from sparsecap_engine.pruning.masks import baked_state_dict, prunable
+from sparsecap_engine.text.vocab import Vocab
+
+MASKS_FORMAT = "sparsecap-masks-1"
+
+
+def masks_path(checkpoint: Path) -> Path:
+    """``…/best.safetensors`` → ``…/best.masks.safetensors``."""
+    checkpoint = Path(checkpoint)
+    stem = checkpoint.name.removesuffix(".safetensors")
+    return checkpoint.with_name(f"{stem}.masks.safetensors")
+
+
+def save_masks(path: Path, masks: dict[str, Tensor], **meta: Any) -> None:
+    tensors = {name: m.detach().to("cpu", torch.bool).contiguous() for name, m in masks.items()}
+    atomic_write_bytes(Path(path), pack(tensors, {**meta, "format": MASKS_FORMAT}))
+
+
+def load_masks(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    tensors, meta = read_file(path)
+    if meta["format"] != MASKS_FORMAT:
+        raise CheckpointError(f"{path}: format {meta['format']!r} is not {MASKS_FORMAT!r}")
+    return {k: v.to(torch.bool) for k, v in tensors.items()}, meta
+
+
+def summary(report: dict[str, Any], target: float | None = None, method: str = "") -> dict[str, Any]:
+    """The short sparsity summary stored in checkpoint metadata."""
+    return {
+        "method": method,
+        "target": target,
+        "sparsity": report["pruned"]["sparsity"],
+        "nnz": report["pruned"]["nnz"],
+        "numel": report["pruned"]["numel"],
+        "all_sparsity": report["all"]["sparsity"],
+        "all_nnz": report["all"]["nnz"],
+    }
+
+
+def save_pruned(
+    path: Path, model: nn.Module, vocab: Vocab, masks: dict[str, Tensor], sparsity: dict[str, Any], **extra: Any
+) -> None:
+    """Baked dense checkpoint (loads into the plain model class) + its masks sibling."""
+    save_model(path, model, vocab, state=baked_state_dict(model), sparsity=sparsity, **extra)
+    save_masks(masks_path(path), masks, sparsity=sparsity)
+
+
+def read_masks_for(checkpoint: Path, model: nn.Module | None = None) -> dict[str, Tensor]:
+    """Masks of a checkpoint: its ``.masks`` sibling, else the non-zero pattern of its prunable weights."""
+    side = masks_path(checkpoint)
+    if side.is_file():
+        return load_masks(side)[0]
+    if model is None:
+        raise CheckpointError(f"{checkpoint}: no masks file {side.name} next to it")
+    state, _ = read_state(checkpoint)
+    return {name: state[name] != 0 for name in prunable(model) if name in state}

@@ -1,0 +1,345 @@
+"""Pruning methods as training plug-ins (the hooks of ``training/hooks.py``), registered by name.
+
+- ``supermask`` (SMP, Tan et al. 2021): mask logits learnt end to end with a sparsity loss.
+- ``magnitude``: one-shot magnitude pruning of a trained model, then fine-tuning with fixed masks.
+- ``gradual``: Zhu & Gupta (2017) cubic schedule of magnitude pruning during training.
+- ``snip``: Lee et al. (2019) connection saliency ``|g ⊙ w|`` at initialisation, then training with fixed masks.
+- ``fixed`` / ``lottery``: training with masks given up front (the lottery flow picks the masks and rewinds weights).
+
+Every method masks the same tensors (``masks.prunable``) minus the freeze scopes, reports sparsity at each validation,
+lets a checkpoint become ``best`` only when NNZ is within 5 % of the target's, and saves checkpoints with the hard
+masks baked into the weights (+ a masks sibling file).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sparsecap_engine.errors import CheckpointError, UsageError
+from sparsecap_engine.pruning.criteria import CRITERIA, GradualSchedule, select, select_global, snip_scores
+from sparsecap_engine.pruning.io import save_pruned, summary
+from sparsecap_engine.pruning.masks import MaskSet, Supermask, attach, kept_count
+from sparsecap_engine.pruning.report import nnz_within, sparsity_report
+
+METHODS: dict[str, type[PruneMethod]] = {}
+
+
+def register_method(name: str):
+    def wrap(cls: type[PruneMethod]) -> type[PruneMethod]:
+        METHODS[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+class PruneMethod:
+    """Hard 0/1 masks attached at ``attach``; subclasses decide when the masks change."""
+
+    name = ""
+    kind = "hard"
+
+    def __init__(
+        self,
+        sparsity: float,
+        freeze: Iterable[str] = (),
+        min_density: float = 0.0,
+        total_steps: int = 1,
+        criterion: str = "blind",
+        **_: Any,
+    ):
+        if not 0.0 <= sparsity < 1.0:
+            raise UsageError(f"--sparsity must be in [0, 1), got {sparsity}")
+        if not 0.0 <= min_density <= 1.0:
+            raise UsageError(f"--min-density must be in [0, 1], got {min_density}")
+        if criterion not in CRITERIA:
+            raise UsageError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
+        self.target = float(sparsity)
+        self.freeze = [p.strip() for p in freeze if p and p.strip()]
+        self.min_density = float(min_density)
+        self.total_steps = max(1, int(total_steps))
+        self.criterion = criterion
+        self.model: nn.Module | None = None
+        self.masks: MaskSet | None = None
+        self.warnings: list[str] = []
+        self.reached_at: int | None = None
+        self.last_sparsity: float | None = None
+
+    # ---- hooks ------------------------------------------------------------------------------------------------------
+    def attach(self, model: nn.Module) -> None:
+        self.model = model
+        self.masks = attach(model, self.kind, self.freeze, **self._attach_args())
+        if not self.masks.slots:
+            raise UsageError("nothing to prune: every prunable weight is under a --freeze scope")
+        self.setup()
+
+    def _attach_args(self) -> dict[str, Any]:
+        return {}
+
+    def setup(self) -> None:
+        """Called once the masks are attached (one-shot methods compute their masks here)."""
+
+    def before_step(self, step: int) -> None:
+        self.masks.begin_step()
+
+    def after_step(self, step: int) -> None:
+        self.masks.end_step()
+
+    def report(self, step: int) -> dict[str, Any]:
+        rep = sparsity_report(self.model, self.masks.hard())
+        overall = rep["pruned"]["sparsity"]
+        body: dict[str, Any] = {
+            "method": self.name,
+            "overall": overall,
+            "target": self.target,
+            "reached": nnz_within(overall, self.target),
+            "nnz": rep["pruned"]["nnz"],
+            "numel": rep["pruned"]["numel"],
+            "all_params": rep["all"]["sparsity"],
+            "layers": {name: t["sparsity"] for name, t in rep["tensors"].items()},
+        }
+        if self.warnings:
+            body["warnings"] = list(self.warnings)
+        return body
+
+    def sparsity(self) -> float:
+        """Current sparsity over the masked tensors (hard masks)."""
+        hard = self.masks.hard()
+        numel = sum(m.numel() for m in hard.values())
+        kept = sum(int(torch.count_nonzero(m)) for m in hard.values())
+        return 1.0 - kept / max(1, numel)
+
+    def ready(self, step: int) -> bool:
+        """May this step's checkpoint become ``best``? Only once NNZ is within 5 % of the target's."""
+        self.last_sparsity = self.sparsity()
+        ok = nnz_within(self.last_sparsity, self.target)
+        if ok and self.reached_at is None:
+            self.reached_at = step
+        return ok
+
+    def finalize(self) -> dict[str, Tensor]:
+        """The hard 0/1 masks (on CPU)."""
+        self.masks.end_step()
+        return {name: m.detach().to("cpu").clone() for name, m in self.masks.hard().items()}
+
+    def save(self, path: Path, model: nn.Module, vocab, meta: dict[str, Any]) -> bool:
+        """Save a checkpoint with masks baked in (loads into the plain model) and its masks sibling."""
+        rep = sparsity_report(self.model, self.masks.hard())
+        save_pruned(path, model, vocab, self.masks.hard(), summary(rep, self.target, self.name), **meta)
+        return True
+
+    def end_note(self) -> dict[str, Any]:
+        s = self.sparsity()
+        if self.reached_at is not None:
+            msg = f"target sparsity {self.target:g} reached at step {self.reached_at} (final {s:.4f})"
+        else:
+            msg = (f"target sparsity {self.target:g} never reached (final {s:.4f}, NNZ not within 5 %); "
+                   "no best checkpoint was kept")
+        return {"message": msg, "sparsity": s, "target": self.target, "target_reached": self.reached_at is not None}
+
+
+@register_method("supermask")
+class SupermaskMethod(PruneMethod):
+    """Supermask pruning (SMP): ``w ⊙ m``, ``m ~ Bernoulli(σ(s))`` in training, ``round(σ(s))`` in eval, and
+
+    ``L = L_caption + λ·(1 − a_t)·|s_target − S|``, ``S = 1 − Σ round(σ(s))/N``, ``a_t = (1 + cos(π·min(1, t/T)))/2``.
+    ``λ`` auto (−1): ``max(5, 0.5/(1 − s_target))`` for Up-Down, ``max(5, 1.5/(1 − s_target))`` for other models.
+    Mask logits: own Adam group (lr 100, eps 1e-2, no weight decay, no LR schedule; fused Adam), init 5.0. Unlike
+    the reference, mask gradients are not clipped (the recipe clips the scheduled groups only); they are of order
+    ``g·w·σ'(s)``, far below its 0.1 value clip.
+    """
+
+    kind = "supermask"
+
+    def __init__(
+        self,
+        sparsity: float,
+        mask_init: float = 5.0,
+        mask_lr: float = 100.0,
+        mask_eps: float = 1e-2,
+        sparsity_weight: float = -1.0,
+        **kw: Any,
+    ):
+        super().__init__(sparsity, **kw)
+        self.mask_init, self.mask_lr, self.mask_eps = float(mask_init), float(mask_lr), float(mask_eps)
+        self.sparsity_weight = float(sparsity_weight)
+        self._loss_info: tuple[Tensor, float, Tensor] | None = None
+
+    def _attach_args(self) -> dict[str, Any]:
+        return {"init": self.mask_init}
+
+    def setup(self) -> None:
+        if self.sparsity_weight < 0:
+            name = (getattr(self.model, "config", None) or {}).get("name", "")
+            factor = 0.5 if name == "updown" else 1.5
+            self.sparsity_weight = max(5.0, factor / (1.0 - self.target))
+
+    def logits(self) -> list[Tensor]:
+        return [slot.logits for slot in self.masks.slots.values()]
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        for name, slot in self.masks.slots.items():
+            assert isinstance(slot, Supermask)
+            module, pname = self.masks.owners[name][0]
+            slot.move_to(module.parametrizations[pname].original.device)
+        fused = all(t.device.type in ("cpu", "cuda") for t in self.logits())  # fused Adam: one pass over 53 M logits
+        return [{"params": self.logits(), "lr": self.mask_lr, "eps": self.mask_eps, "weight_decay": 0.0,
+                 "fused": fused, "pruning_mask": True}]
+
+    def anneal(self, step: int) -> float:
+        """``1 − a_t``: the weight's cosine ramp from 0 (start) to 1 (end of training)."""
+        return 1.0 - (1.0 + math.cos(math.pi * min(1.0, step / self.total_steps))) / 2.0
+
+    def extra_loss(self, step: int) -> Tensor:
+        slots = list(self.masks.slots.values())
+        numel = sum(slot.logits.numel() for slot in slots)
+        # the count comes from the same node as the sampled weight when the forward pass used it (one σ'(s) pass)
+        kept = torch.stack([k if (k := slot.step_kept()) is not None else kept_count(slot.logits) for slot in slots])
+        kept = kept.sum()
+        s_now = 1.0 - kept / numel
+        raw = (self.target - s_now).abs()
+        ramp = self.anneal(step)
+        loss = raw * (self.sparsity_weight * ramp)
+        self._loss_info = (raw.detach(), ramp, loss.detach())
+        return loss
+
+    @property
+    def loss_info(self) -> dict[str, float]:
+        if self._loss_info is None:
+            return {}
+        raw, ramp, scaled = self._loss_info
+        return {"sparsity_loss": float(raw), "anneal": ramp, "sparsity_loss_scaled": float(scaled)}
+
+    def report(self, step: int) -> dict[str, Any]:
+        body = super().report(step)
+        body["sparsity_weight"] = self.sparsity_weight
+        body.update(self.loss_info)
+        return body
+
+
+@register_method("magnitude")
+class MagnitudeMethod(PruneMethod):
+    """One-shot magnitude pruning of the attached (trained) weights: ``blind`` keeps the globally largest ``|w|``,
+    ``uniform`` the largest per layer, ``dist`` the globally largest ``|(w − μ_l)/σ_l|``; masks then stay fixed."""
+
+    def setup(self) -> None:
+        sel = select(self.criterion, self.masks.weights(), self.target, min_density=self.min_density)
+        self.masks.set(sel.masks)
+        self.warnings = sel.warnings()
+
+
+@register_method("gradual")
+class GradualMethod(PruneMethod):
+    """Gradual magnitude pruning (Zhu & Gupta 2017): after step ``t = t0 + kΔt`` prune to
+    ``s_t = s_f + (s_i − s_f)(1 − (t − t0)/(nΔt))³`` by the criterion, over the surviving weights (no regrowth)."""
+
+    def __init__(
+        self,
+        sparsity: float,
+        start: int | None = None,
+        end: int | None = None,
+        every: int | None = None,
+        initial_sparsity: float = 0.0,
+        **kw: Any,
+    ):
+        super().__init__(sparsity, **kw)
+        self.schedule = GradualSchedule.scaled(self.total_steps, self.target, start, end, every, initial_sparsity)
+        self.history: list[tuple[int, float, float]] = []  # (step, scheduled s_t, achieved sparsity)
+
+    def after_step(self, step: int) -> None:
+        super().after_step(step)
+        t = step + 1
+        s_t = self.schedule.at(t)
+        if s_t is None:
+            return
+        sel = select(self.criterion, self.masks.weights(), s_t, self.masks.hard(), self.min_density)
+        self.masks.set(sel.masks)
+        self.warnings = sel.warnings()
+        self.history.append((t, s_t, self.sparsity()))
+
+    def report(self, step: int) -> dict[str, Any]:
+        body = super().report(step)
+        body["schedule"] = {"start": self.schedule.start, "end": self.schedule.end, "every": self.schedule.every,
+                            "scheduled": self.schedule.at(step) if self.schedule.at(step) is not None else None}
+        return body
+
+
+@register_method("snip")
+class SnipMethod(PruneMethod):
+    """SNIP (Lee et al. 2019): before the first step, saliency ``|g ⊙ w|`` with ``g`` the gradient of the caption loss
+    summed over ``snip_batches`` batches at initialisation; keep the globally largest; masks then stay fixed.
+
+    ``loss_fn(model, i) -> loss`` (the i-th saliency batch) is set by the flow that builds the run."""
+
+    def __init__(self, sparsity: float, snip_batches: int = 1, **kw: Any):
+        super().__init__(sparsity, **kw)
+        if snip_batches < 1:
+            raise UsageError("--snip-batches must be at least 1")
+        self.snip_batches = int(snip_batches)
+        self.loss_fn: Callable[[nn.Module, int], Tensor] | None = None
+        self.done = False
+
+    def saliency(self) -> dict[str, Tensor]:
+        """``Σ_b ∂L_b/∂w`` ⊙ ``w`` → |·| for each masked weight (masks are all ones, so ∂L/∂w = ∂L/∂(w ⊙ m))."""
+        if self.loss_fn is None:
+            raise UsageError("snip needs training batches (loss_fn) to compute saliency")
+        weights = self.masks.weights()
+        grads = {name: torch.zeros_like(w) for name, w in weights.items()}
+        for i in range(self.snip_batches):
+            self.model.zero_grad(set_to_none=True)
+            self.loss_fn(self.model, i).backward()
+            for name, w in weights.items():
+                if w.grad is not None:
+                    grads[name] += w.grad
+        self.model.zero_grad(set_to_none=True)
+        return snip_scores(weights, grads)
+
+    def prune_now(self) -> None:
+        sel = select_global(self.saliency(), self.target, self.min_density)
+        self.masks.set(sel.masks)
+        self.warnings = sel.warnings()
+        self.done = True
+
+    def before_step(self, step: int) -> None:
+        if not self.done:
+            self.prune_now()
+        super().before_step(step)
+
+
+@register_method("fixed")
+class FixedMethod(PruneMethod):
+    """Train (or fine-tune) with masks given up front (from a pruned checkpoint, or chosen by the lottery flow)."""
+
+    def __init__(self, sparsity: float, masks: dict[str, Tensor] | None = None, **kw: Any):
+        super().__init__(sparsity, **kw)
+        if masks is None:
+            raise UsageError(f"{self.name or 'fixed'} needs masks (--from a pruned run)")
+        self.given = masks
+
+    def attach(self, model: nn.Module) -> None:
+        self.model = model
+        self.masks = attach(model, "hard", (), names=list(self.given))
+        unknown = sorted(set(self.given) - set(self.masks.slots))
+        if unknown:
+            raise CheckpointError(f"masks do not fit the model: no prunable weight {unknown[0]!r}")
+        for name, m in self.given.items():
+            if tuple(m.shape) != tuple(self.masks.slots[name].hard().shape):
+                raise CheckpointError(f"mask {name!r} has shape {tuple(m.shape)}, the model's weight differs")
+        self.masks.set(self.given)
+
+
+@register_method("lottery")
+class LotteryMethod(FixedMethod):
+    """Lottery ticket (Frankle & Carbin 2019): masks from a trained run, weights rewound; the flow does the rest."""
+
+
+def build_method(name: str, **options: Any) -> PruneMethod:
+    if name not in METHODS:
+        raise UsageError(f"unknown pruning method {name!r}; choose from {', '.join(sorted(METHODS))}")
+    return METHODS[name](**options)

@@ -1,0 +1,100 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from sparsecap_engine.checkpoint.sparse_infer import (
+    SparseEmbedding,
+    SparseLinear,
+    SparseLSTMCell,
+    pruned_sparsity,
+    sparsify,
+    want_sparse,
+)
+from sparsecap_engine.decoding.api import DecodeOptions, decode_memory, decode_nbest
+from sparsecap_engine.errors import UsageError
+from tests.sparse_fixtures import pruned_ort, pruned_updown, vocab_for
+from tests.test_models_transformer import region_batch
+
+CASES = {
+    "updown": (lambda: pruned_updown(0.9), lambda: {"images": torch.rand(2, 3, 32, 32)}),
+    "ort": (lambda: pruned_ort(0.9), lambda: region_batch(2)),
+    "acort": (lambda: pruned_ort(0.9, share_att="kv", share_layers=[0, 0, 1, 1]), lambda: region_batch(2)),
+}
+
+
+def _pair(case: str):
+    make, batch = CASES[case]
+    dense = make()
+    sparse = copy.deepcopy(dense)
+    report = sparsify(sparse, min_sparsity=0.5)
+    return dense, sparse, batch(), report
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_layers_swapped_interface_unchanged(case: str):
+    dense, sparse, _, report = _pair(case)
+    assert type(sparse) is type(dense) and type(sparse.decoder) is type(dense.decoder)
+    kinds = {type(m) for m in sparse.modules()}
+    assert SparseLinear in kinds and SparseEmbedding in kinds
+    assert not any(isinstance(m, (nn.Linear, nn.Embedding, nn.LSTMCell)) for m in sparse.decoder.modules())
+    if case == "updown":
+        assert isinstance(sparse.decoder.core.att_lstm, SparseLSTMCell)
+        assert isinstance(sparse.decoder.logit, SparseLinear)
+    else:
+        assert isinstance(sparse.decoder.generator, SparseLinear)
+    assert report.converted and not report.skipped
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@torch.no_grad()
+def test_logprobs_match_dense(case: str):
+    dense, sparse, batch, _ = _pair(case)
+    md, ms = dense.encode(batch), sparse.encode(batch)
+    for k in md:
+        assert torch.allclose(md[k], ms[k], atol=1e-4), k
+    sd, ss = dense.init_state(md), sparse.init_state(ms)
+    tokens = torch.full((2,), 2, dtype=torch.long)
+    for _ in range(5):
+        ld, sd = dense.step(md, tokens, sd)
+        ls, ss = sparse.step(ms, tokens, ss)
+        assert (ld - ls).abs().max() < 1e-4
+        tokens = ld.argmax(-1)
+    seq = torch.randint(4, dense.config["vocab_size"], (2, 6))
+    assert (dense(md, seq) - sparse(ms, seq)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("opts", [DecodeOptions(max_len=8), DecodeOptions(method="beam", beam_size=3, max_len=8,
+                                                                           n_best=3)])
+def test_greedy_and_beam_match_dense(case: str, opts: DecodeOptions):
+    dense, sparse, batch, _ = _pair(case)
+    vocab = vocab_for(dense)
+    with torch.no_grad():
+        md, ms = dense.encode(batch), sparse.encode(batch)
+        assert torch.equal(decode_memory(dense, md, vocab, opts), decode_memory(sparse, ms, vocab, opts))
+        if opts.method == "beam":
+            sd, scd = decode_nbest(dense, md, vocab, opts)
+            ss, scs = decode_nbest(sparse, ms, vocab, opts)
+            assert torch.equal(sd, ss) and torch.allclose(scd, scs, atol=1e-4)
+
+
+def test_threshold_leaves_dense_layers_alone():
+    model = pruned_updown(0.9)
+    with torch.no_grad():
+        model.decoder.logit.weight.normal_()  # unpruned output layer
+    report = sparsify(model, min_sparsity=0.7)
+    assert isinstance(model.decoder.logit, nn.Linear) and "decoder.logit" in report.skipped
+
+
+def test_want_sparse_modes():
+    sparse_model, dense_model = pruned_updown(0.9), pruned_updown(0.3)
+    assert pruned_sparsity(sparse_model) > 0.85
+    assert want_sparse("auto", sparse_model, "cpu") and not want_sparse("auto", dense_model, "cpu")
+    assert not want_sparse("auto", sparse_model, "cuda")
+    assert want_sparse("on", dense_model, "cpu") and not want_sparse("off", sparse_model, "cpu")
+    with pytest.raises(UsageError):
+        want_sparse("maybe", sparse_model, "cpu")
+    with pytest.raises(UsageError):
+        want_sparse("on", sparse_model, "cuda")
