@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,15 +44,17 @@ def _sparsity(w: Tensor) -> float:
     return float((w == 0).float().mean()) if w.numel() else 0.0
 
 
-def _csr_matmul(weight: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
-    """``x @ weightᵀ + bias`` for x (..., in) with a CSR ``weight`` (out, in)."""
-    lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1]).t().to(weight.dtype)
-    if bias is None:
-        y = weight @ x2
-    else:
-        y = torch.addmm(bias.unsqueeze(1).expand(-1, x2.shape[1]), weight, x2)
-    return y.t().reshape(*lead, weight.shape[0]).to(x.dtype)
+def _csr_matmul(weight: Tensor, x: Tensor, bias_col: Tensor | None) -> Tensor:
+    """``x @ weightᵀ + bias`` for x (..., in) with a CSR ``weight`` (out, in) and ``bias_col`` = bias as (out, 1).
+
+    Kept to a handful of ops: at batch 1 the per-call overhead, not the CSR product itself, dominates."""
+    dtype = x.dtype
+    x2 = x.reshape(-1, x.shape[-1]).t()
+    if dtype != weight.dtype:
+        x2 = x2.to(weight.dtype)
+    y = torch.mm(weight, x2) if bias_col is None else torch.addmm(bias_col, weight, x2)
+    y = y.t().reshape(*x.shape[:-1], weight.shape[0])
+    return y if dtype == weight.dtype else y.to(dtype)
 
 
 class SparseLinear(nn.Module):
@@ -62,9 +65,10 @@ class SparseLinear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = to_csr(linear.weight)
         self.bias = None if linear.bias is None else linear.bias.detach().clone()
+        self.bias_col = None if self.bias is None else self.bias.unsqueeze(1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return _csr_matmul(self.weight, x, self.bias)
+        return _csr_matmul(self.weight, x, self.bias_col)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, nnz={self.weight.values().numel()}"
@@ -87,7 +91,7 @@ class SparseLSTMCell(nn.Module):
     @staticmethod
     def _mm(w: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
         if w.layout == torch.sparse_csr:
-            return _csr_matmul(w, x, bias)
+            return _csr_matmul(w, x, None if bias is None else bias.unsqueeze(1))
         return F.linear(x, w, bias)
 
     def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
@@ -105,14 +109,25 @@ class SparseLSTMCell(nn.Module):
 class SparseEmbedding(nn.Module):
     """``nn.Embedding`` whose table is kept in CSR form; a lookup scatters the non-zeros of the wanted rows."""
 
+    #: up to this many tokens per call, rows are copied one by one (fewer ops than the vectorised scatter)
+    FEW = 16
+
     def __init__(self, emb: nn.Embedding):
         super().__init__()
         self.num_embeddings, self.embedding_dim = emb.num_embeddings, emb.embedding_dim
         csr = to_csr(emb.weight)
         self.crow, self.col, self.values = csr.crow_indices(), csr.col_indices(), csr.values()
+        self.crow_list: list[int] = self.crow.tolist()  # row starts as Python ints: a few lookups need no tensor ops
 
     def forward(self, tokens: Tensor) -> Tensor:
         flat = tokens.reshape(-1)
+        if flat.numel() <= self.FEW:  # greedy / small beams: copy each wanted row's non-zeros directly
+            out = self.values.new_zeros(flat.numel(), self.embedding_dim)
+            for i, t in enumerate(flat.tolist()):
+                s, e = self.crow_list[t], self.crow_list[t + 1]
+                if e > s:
+                    out[i].index_copy_(0, self.col[s:e].long(), self.values[s:e])
+            return out.reshape(*tokens.shape, self.embedding_dim)
         start, end = self.crow[flat], self.crow[flat + 1]
         counts = end - start
         rows = torch.repeat_interleave(torch.arange(flat.numel()), counts)
@@ -121,6 +136,50 @@ class SparseEmbedding(nn.Module):
         out = self.values.new_zeros(flat.numel(), self.embedding_dim)
         out[rows, self.col[idx]] = self.values[idx]
         return out.reshape(*tokens.shape, self.embedding_dim)
+
+
+class LeanLayerNorm(nn.Module):
+    """The Transformer's LayerNorm (``a·(x − mean)/(std + eps) + b``, unbiased std) in fewer ops (same values to
+    rounding): at batch 1 each op's fixed cost, not its arithmetic, is what a layer norm costs."""
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.weight, self.bias = norm.weight.detach().clone(), norm.bias.detach().clone()
+        self.eps = float(norm.eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        std, mean = torch.std_mean(x, -1, keepdim=True)
+        return torch.addcmul(self.bias, self.weight, (x - mean) / (std + self.eps))
+
+
+def _fuse_attention(mha: nn.Module) -> bool:
+    """Give a self-attention module whose projections are all CSR one stacked CSR product for Q, K, V (or Q and
+    the shared KV / the shared QK and V): ``mha.qkv(x)`` then costs one product instead of two or three."""
+    share = getattr(mha, "share", None)
+    names = {"": ("q_proj", "k_proj", "v_proj"), "kv": ("q_proj", "kv_proj"), "qk": ("qk_proj", "v_proj")}.get(share)
+    if names is None:
+        return False
+    projs = [getattr(mha, n, None) for n in names]
+    if not all(isinstance(p, SparseLinear) and p.bias is not None for p in projs):
+        return False
+    stacked = nn.Linear(projs[0].in_features, sum(p.out_features for p in projs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        stacked.weight.data = torch.cat([p.weight.to_dense() for p in projs])
+    stacked.bias.data = torch.cat([p.bias for p in projs])  # type: ignore[misc]
+    mha.qkv_fused = SparseLinear(stacked)
+    mha.qkv = types.MethodType(_fused_qkv, mha)  # instance attribute: shadows MultiHeadAttention.qkv
+    return True
+
+
+def _fused_qkv(self: Any, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    parts = self.qkv_fused(x).split(self.h * self.d_k, dim=-1)
+    if self.share == "kv":
+        k = self._heads(parts[1])
+        return self._heads(parts[0]), k, k
+    if self.share == "qk":
+        return self._heads(parts[0]), self._heads(parts[0]), self._heads(parts[1])
+    return self._heads(parts[0]), self._heads(parts[1]), self._heads(parts[2])
 
 
 @dataclass
@@ -166,7 +225,28 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY) -> Sp
             new = done[id(child)]
             if new is not None:
                 setattr(parent, cname, new)
+    _streamline(model)
     return report
+
+
+def _streamline(model: nn.Module) -> None:
+    """Per-op overhead, not arithmetic, dominates sparse batch-1 decoding: fuse the CSR Q/K/V products of each
+    attention, use a leaner LayerNorm, and (in eval mode) drop the no-op Dropout modules."""
+    from sparsecap_engine.models.transformer import LayerNorm, MultiHeadAttention
+
+    swapped: dict[int, nn.Module] = {}
+    for _, parent in list(model.named_modules(remove_duplicate=False)):
+        attn = getattr(parent, "self_attn", None)  # only self-attention calls ``qkv`` (cross-attention: Q and KV apart)
+        if isinstance(attn, MultiHeadAttention) and "qkv_fused" not in attn._modules:
+            _fuse_attention(attn)
+        for cname, child in list(parent.named_children()):
+            if type(child) is LayerNorm:
+                new = swapped.setdefault(id(child), LeanLayerNorm(child))
+            elif isinstance(child, nn.Dropout) and not model.training:
+                new = swapped.setdefault(id(child), nn.Identity())
+            else:
+                continue
+            setattr(parent, cname, new)
 
 
 def pruned_sparsity(model: nn.Module) -> float:
