@@ -44,3 +44,39 @@ def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str
 
 def default_run_name(cfg: RunConfig, suffix: str = "") -> str:
     return f"{cfg.model.preset or cfg.model.name}{suffix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def training_flags(
+    *,
+    model: str | None,
+    preset: str | None,
+    dataset: Path | None,
+    image_root: Path | None,
+    steps: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    schedule: str | None,
+    label_smoothing: float | None,
+    grad_clip: float | None,
+    val_every: int | None,
+    device: str | None,
+    amp: bool | None,
+    seed: int | None,
+) -> dict[str, Any]:
+    """The training flags ``train`` and ``prune`` share, as dotted config keys (``None`` = not given)."""
+    return {
+        "model.name": model,
+        "model.preset": preset,
+        "data.dataset": str(dataset) if dataset else None,
+        "data.image_root": str(image_root) if image_root else None,
+        "train.steps": steps,
+        "train.batch_size": batch_size,
+        "optim.lr": lr,
+        "optim.schedule": schedule,
+        "optim.label_smoothing": label_smoothing,
+        "optim.grad_clip": grad_clip,
+        "train.val_every": val_every,
+        "train.device": device,
+        "train.amp": amp,
+        "train.seed": seed,
+    }

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sparsecap_cli.commands.common import build_config, default_run_name
+from sparsecap_cli.commands.common import build_config, default_run_name, training_flags
 from sparsecap_cli.render import console, progress_bar, scores_table
 from sparsecap_engine.pruning.flow import PruneOptions, plan_prune, run_prune
 from sparsecap_engine.runs import RunDir
@@ -84,22 +84,11 @@ def prune(
     base = config
     if base is None and source is not None and source.is_dir() and (source / "config.toml").is_file():
         base = source / "config.toml"  # data, optimiser and training settings of the run being pruned
-    flags = {
-        "model.name": model,
-        "model.preset": preset,
-        "data.dataset": str(dataset) if dataset else None,
-        "data.image_root": str(image_root) if image_root else None,
-        "train.steps": steps,
-        "train.batch_size": batch_size,
-        "optim.lr": lr,
-        "optim.schedule": schedule,
-        "optim.label_smoothing": label_smoothing,
-        "optim.grad_clip": grad_clip,
-        "train.val_every": val_every,
-        "train.device": device,
-        "train.amp": amp,
-        "train.seed": seed,
-    }
+    flags = training_flags(
+        model=model, preset=preset, dataset=dataset, image_root=image_root, steps=steps, batch_size=batch_size,
+        lr=lr, schedule=schedule, label_smoothing=label_smoothing, grad_clip=grad_clip, val_every=val_every,
+        device=device, amp=amp, seed=seed,
+    )
     cfg = build_config(base, flags, sets)
     if not any(s.startswith("train.keep_steps=") for s in sets or []):
         cfg.train.keep_steps = []  # not inherited from the run being pruned

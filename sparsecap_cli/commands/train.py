@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sparsecap_cli.commands.common import build_config, default_run_name
+from sparsecap_cli.commands.common import build_config, default_run_name, training_flags
 from sparsecap_cli.render import console, progress_bar, scores_table
 
 
@@ -63,24 +63,15 @@ def train(
         cfg = run.load_config()
     else:
         flags = {
-            "model.name": model,
-            "model.preset": preset,
-            "data.dataset": str(dataset) if dataset else None,
-            "data.image_root": str(image_root) if image_root else None,
+            **training_flags(
+                model=model, preset=preset, dataset=dataset, image_root=image_root, steps=steps,
+                batch_size=batch_size, lr=lr, schedule=schedule, label_smoothing=label_smoothing,
+                grad_clip=grad_clip, val_every=val_every, device=device, amp=amp, seed=seed,
+            ),
             "data.features": features,
             "data.boxes": str(boxes) if boxes else None,
             "data.tokenizer": tokenizer,
             "data.radix_base": radix_base,
-            "train.steps": steps,
-            "train.batch_size": batch_size,
-            "optim.lr": lr,
-            "optim.schedule": schedule,
-            "optim.label_smoothing": label_smoothing,
-            "optim.grad_clip": grad_clip,
-            "train.val_every": val_every,
-            "train.device": device,
-            "train.amp": amp,
-            "train.seed": seed,
         }
         if scst:
             cfg = _scst_config(config, flags, sets, source, source_checkpoint, scst_samples, scst_sample,
