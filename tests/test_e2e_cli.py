@@ -38,7 +38,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_train_writes_run_directory(trained: dict[str, Path]):
     run = trained["run"]
     for name in ("config.toml", "events.jsonl", "vocab.json", "checkpoints/best.safetensors",
-                 "checkpoints/last.safetensors", "checkpoints/init.safetensors", "checkpoints/last.state.pt"):
+                 "checkpoints/last.safetensors", "checkpoints/init.safetensors", "checkpoints/last.state.pt",
+                 "plots/curves.png"):
         assert (run / name).is_file(), name
     kinds = [json.loads(line)["kind"] for line in (run / "events.jsonl").read_text().splitlines()]
     assert kinds[0] == "run_start" and kinds[-1] == "run_end"

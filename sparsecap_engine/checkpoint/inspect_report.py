@@ -126,24 +126,15 @@ def bench_report(path: Path, threads: int = 1, repeat: int = 3, max_len: int = 1
 
 
 def plot_sparsity(rows: list[dict[str, Any]], out: Path, title: str = "") -> None:
-    """Horizontal bar chart of per-layer sparsity (matplotlib, Agg backend)."""
-    import matplotlib
+    """Per-layer sparsity bar chart as PNG (the same chart ``sparsecap prune`` writes)."""
+    from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
+    from sparsecap_engine.pruning.report import sparsity_plot_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.28 * len(rows) + 1)))
-    names = [r["name"] for r in rows]
-    ax.barh(range(len(rows)), [100 * r["sparsity"] for r in rows], color="tab:blue")
-    ax.set_yticks(range(len(rows)), names, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("sparsity (%)")
-    ax.set_title(title or "per-layer sparsity")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    numel = sum(r["numel"] for r in rows) or 1
+    overall = sum(r["sparsity"] * r["numel"] for r in rows) / numel
+    report = {"tensors": {r["name"]: {"sparsity": r["sparsity"], "pruned": True} for r in rows},
+              "pruned": {"sparsity": overall}}
+    atomic_write_bytes(Path(out), sparsity_plot_png(report, title=title))
 
 
 def human_bytes(n: float) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
 from sparsecap_engine.checkpoint.model_io import save_model
 from sparsecap_engine.config import RunConfig
 from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
@@ -22,6 +23,7 @@ from sparsecap_engine.metrics.cider import compute_cider
 from sparsecap_engine.models.base import CaptionModel
 from sparsecap_engine.models.registry import build_model
 from sparsecap_engine.models.summary import write_breakdown
+from sparsecap_engine.plots import curves_png
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.runs import EventLog, RunDir
 from sparsecap_engine.text.tokenizer import load_tokenizer
@@ -238,4 +240,5 @@ def train(
     message = "; ".join(m for m in (message, note.pop("message", "")) if m)
     log.write("run_end", step, status=status, message=message, best_step=best_step, best_cider=best_cider, **note)
     log.close()
+    atomic_write_bytes(run.plots / "curves.png", curves_png(run.events(), run.path.name))
     return TrainResult(run, status, step, best_step, best_cider, metrics)
