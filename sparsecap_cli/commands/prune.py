@@ -9,8 +9,6 @@ from rich.table import Table
 
 from sparsecap_cli.commands.common import build_config, default_run_name, training_flags
 from sparsecap_cli.render import console, progress_bar, scores_table
-from sparsecap_engine.pruning.flow import PruneOptions, plan_prune, run_prune
-from sparsecap_engine.runs import RunDir
 
 
 def prune(
@@ -54,12 +52,16 @@ def prune(
     sets: list[str] | None = typer.Option(None, "--set", help="Any config key: section.key=value (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    tui: bool = typer.Option(False, "--tui", help="Watch the run in the live monitor; quitting asks: stop or detach."),
 ) -> None:
     """Prune a captioning model to a target sparsity and write the pruned checkpoint, a per-layer table and chart.
 
     Train with pruning (supermask, gradual, snip) or prune a trained run then fine-tune (magnitude, lottery, fixed:
     these need --from RUN). Only checkpoints whose NNZ is within 5 % of the target's can become best.
     """
+    from sparsecap_engine.pruning.flow import PruneOptions, plan_prune, run_prune
+    from sparsecap_engine.runs import RunDir
+
     opts = {
         "method": method,
         "sparsity": sparsity,
@@ -96,8 +98,13 @@ def prune(
     plan = plan_prune(cfg)  # every check before the run directory is created
     run = RunDir.create(runs_root / (name or default_run_name(cfg, f"-{method}-{sparsity:g}")), overwrite=overwrite)
     console.print(f"run: [bold]{run.path}[/bold]  method: [bold]{method}[/bold]  target sparsity: {sparsity:g}")
-    with progress_bar(quiet) as progress:
-        result = run_prune(cfg, run, progress=progress, plan=plan)
+    if tui:
+        from sparsecap_cli.tui.attach import run_with_monitor
+
+        result = run_with_monitor(lambda stop: run_prune(cfg, run, stop=stop, plan=plan), run.path)
+    else:
+        with progress_bar(quiet) as progress:
+            result = run_prune(cfg, run, progress=progress, plan=plan)
     console.print(scores_table(f"validation ({result.status})", result.metrics))
     console.print(layer_table(result.report, result.target))
     for warning in result.warnings:
