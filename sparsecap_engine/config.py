@@ -68,7 +68,7 @@ class OptimConfig:
 class TrainConfig:
     """The recipe: steps, batch, validation cadence, device, seed."""
 
-    steps: int = 2000
+    steps: int = 1500
     batch_size: int = 32
     val_every: int = 500
     val_images: int = 250

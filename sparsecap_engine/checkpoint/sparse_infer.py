@@ -44,20 +44,20 @@ def _sparsity(w: Tensor) -> float:
     return float((w == 0).float().mean()) if w.numel() else 0.0
 
 
-def _csr_matmul(weight: Tensor, x: Tensor, bias_col: Tensor | None) -> Tensor:
-    """``x @ weightᵀ + bias`` for x (..., in) with a CSR ``weight`` (out, in) and ``bias_col`` = bias as (out, 1).
+def _csr_matmul(weight: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ weightᵀ + bias`` for x (..., in) with a CSR ``weight`` (out, in).
 
     Kept to a handful of ops: at batch 1 the per-call overhead, not the CSR product itself, dominates."""
     dtype = x.dtype
     if x.numel() == x.shape[-1]:  # one row (batch-1 decoding): the matrix–vector kernel is about twice as fast
         v = x.reshape(-1) if dtype == weight.dtype else x.reshape(-1).to(weight.dtype)
-        y = torch.mv(weight, v) if bias_col is None else torch.addmv(bias_col.squeeze(1), weight, v)
+        y = torch.mv(weight, v) if bias is None else torch.addmv(bias, weight, v)
         y = y.reshape(*x.shape[:-1], weight.shape[0])
         return y if dtype == weight.dtype else y.to(dtype)
     x2 = x.reshape(-1, x.shape[-1]).t()
     if dtype != weight.dtype:
         x2 = x2.to(weight.dtype)
-    y = torch.mm(weight, x2) if bias_col is None else torch.addmm(bias_col, weight, x2)
+    y = torch.mm(weight, x2) if bias is None else torch.addmm(bias.unsqueeze(1), weight, x2)
     y = y.t().reshape(*x.shape[:-1], weight.shape[0])
     return y if dtype == weight.dtype else y.to(dtype)
 
@@ -70,10 +70,9 @@ class SparseLinear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = to_csr(linear.weight)
         self.bias = None if linear.bias is None else linear.bias.detach().clone()
-        self.bias_col = None if self.bias is None else self.bias.unsqueeze(1)  # a view: shares the bias' storage
 
     def forward(self, x: Tensor) -> Tensor:
-        return _csr_matmul(self.weight, x, self.bias_col)
+        return _csr_matmul(self.weight, x, self.bias)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, nnz={self.weight.values().numel()}"
@@ -96,7 +95,7 @@ class SparseLSTMCell(nn.Module):
     @staticmethod
     def _mm(w: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
         if w.layout == torch.sparse_csr:
-            return _csr_matmul(w, x, None if bias is None else bias.unsqueeze(1))
+            return _csr_matmul(w, x, bias)
         return F.linear(x, w, bias)
 
     def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
@@ -187,6 +186,22 @@ def _fused_qkv(self: Any, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return self._heads(parts[0]), self._heads(parts[1]), self._heads(parts[2])
 
 
+def _fused_attend(self: Any, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
+                  bias: Tensor | None = None) -> Tensor:
+    """``MultiHeadAttention.attend`` in eval mode with one ``scaled_dot_product_attention`` call (about half the
+    cost at batch 1). Masked scores get the dtype's minimum, then the bias is added, as in ``attention``: a row with
+    every key masked stays uniform (a boolean mask would make it NaN)."""
+    low = torch.finfo(q.dtype).min
+    if bias is not None:
+        bias = bias.to(q.dtype)
+        mask = bias if mask is None else bias.masked_fill(~mask, low)
+    elif mask is not None:
+        mask = torch.where(mask, 0.0, low).to(q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    b, _, t, _ = out.shape
+    return self.out_proj(out.transpose(1, 2).reshape(b, t, self.h * self.d_k))
+
+
 @dataclass
 class SparsifyReport:
     """What ``sparsify`` converted: module name → its weight sparsity."""
@@ -236,7 +251,7 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY) -> Sp
 
 def _streamline(model: nn.Module) -> None:
     """Per-op overhead, not arithmetic, dominates sparse batch-1 decoding: fuse the CSR Q/K/V products of each
-    attention, use a leaner LayerNorm, and (in eval mode) drop the no-op Dropout modules."""
+    attention, use a leaner LayerNorm, and in eval mode attend with one fused kernel and drop the no-op Dropouts."""
     from sparsecap_engine.models.transformer import LayerNorm, MultiHeadAttention
 
     swapped: dict[int, nn.Module] = {}
@@ -244,6 +259,8 @@ def _streamline(model: nn.Module) -> None:
         attn = getattr(parent, "self_attn", None)  # only self-attention calls ``qkv`` (cross-attention: Q and KV apart)
         if isinstance(attn, MultiHeadAttention) and "qkv_fused" not in attn._modules:
             _fuse_attention(attn)
+        if isinstance(parent, MultiHeadAttention) and not model.training and "attend" not in parent.__dict__:
+            parent.attend = types.MethodType(_fused_attend, parent)  # dropout on the weights is a no-op in eval
         for cname, child in list(parent.named_children()):
             if type(child) is LayerNorm:
                 new = swapped.setdefault(id(child), LeanLayerNorm(child))
