@@ -12,13 +12,12 @@ import argparse
 import contextlib
 import io
 import random
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
+from timing import best_of  # benchmarks/timing.py (scripts run from benchmarks/)
 
 from sparsecap_engine.metrics.bleu import bleu_scores
 from sparsecap_engine.metrics.cider import CiderD, compute_cider
@@ -33,15 +32,6 @@ def captions(images: int, refs: int, seed: int, vocab: int = 8000) -> tuple[dict
         return " ".join(rng.choices(words, weights, k=rng.randint(8, 16)))
 
     return {i: [sentence() for _ in range(refs)] for i in range(images)}, {i: sentence() for i in range(images)}
-
-
-def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def main() -> None:

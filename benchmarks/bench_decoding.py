@@ -11,23 +11,12 @@ Target: beam-3 time ≤ 3.5× greedy.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
+from timing import best_of  # benchmarks/timing.py (scripts run from benchmarks/)
 
 from sparsecap_engine.decoding.api import DecodeOptions, decode_memory
-
-
-def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def load(run: Path | None, images: int):
