@@ -6,7 +6,6 @@ per beam and reordering beams are the same generic index operation for every mod
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 Memory = dict[str, Tensor]
@@ -72,9 +71,4 @@ def masked_mean(feats: Tensor, mask: Tensor) -> Tensor:
     return (feats * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
-def causal_tokens_check(tokens: Tensor) -> None:
-    if tokens.dim() != 2:
-        raise ValueError(f"tokens must be (B, T), got {tuple(tokens.shape)}")
-
-
-__all__ = ["CaptionModel", "Memory", "State", "index_batch", "repeat_batch", "masked_mean", "torch"]
+__all__ = ["CaptionModel", "Memory", "State", "index_batch", "repeat_batch", "masked_mean"]
