@@ -29,3 +29,7 @@ class RunError(SparsecapError):
 
 class JavaMissingError(SparsecapError):
     """Java is needed by pycocoevalcap (PTB tokenizer, METEOR, SPICE) and was not found."""
+
+
+class TargetMissedError(RunError):
+    """A pruning run completed without reaching its target sparsity (``run_end`` status ``target-missed``)."""

@@ -110,13 +110,48 @@ def test_fixed_keeps_masks_and_lottery_from_gradual(dataset: Path, dense: RunDir
     assert all(torch.equal(init[n], gradual_init[n] * source[n]) for n in source)
 
 
-def test_run_that_never_reaches_target_ends_cleanly(dataset: Path, tmp_path: Path):
-    run, res = prune_run(dataset, tmp_path, "sm", method="supermask", sparsity=0.9)
-    assert not res.reached and "never reached" in res.message
+def test_missed_target_is_a_failure_without_pruned_checkpoint(dataset: Path, tmp_path: Path):
+    """Gradual pruning whose schedule starts after the run's end never prunes: status target-missed, no pruned
+    checkpoint (a stale one from an earlier run in the same directory is removed), last kept, reached false."""
+    run = RunDir.create(tmp_path / "miss")
+    for stale in ("pruned.safetensors", "pruned.masks.safetensors"):
+        (run.checkpoints / stale).write_bytes(b"stale")
+    res = run_prune(tiny_config(dataset, method="gradual", sparsity=0.9, start=100, end=100), run)
+    assert res.status == "target-missed" and not res.reached and res.sparsity == 0.0
+    assert res.message.startswith("target sparsity 0.9 missed: reached 0.0000 (NNZ ")
+    assert "checkpoint" not in res.outputs and any("no pruned checkpoint" in n for n in res.notes)
     assert not (run.checkpoints / "best.safetensors").exists()
-    assert (run.checkpoints / "pruned.safetensors").is_file() and (run.path / "sparsity.csv").is_file()
+    assert not (run.checkpoints / "pruned.safetensors").exists()
+    assert not (run.checkpoints / "pruned.masks.safetensors").exists()
+    assert (run.checkpoints / "last.safetensors").is_file() and (run.path / "sparsity.csv").is_file()
+    table = json.loads((run.path / "sparsity.json").read_text())
+    assert table["reached"] is False and table["checkpoint"] is None and table["from"] == "last"
     end = json.loads(run.events_path.read_text().splitlines()[-1])
-    assert end["status"] == "completed" and end["target_reached"] is False and "never reached" in end["message"]
+    assert end["status"] == "target-missed" and end["target_reached"] is False and end["message"] == res.message
+
+
+def test_stopped_run_keeps_its_status(dataset: Path, tmp_path: Path):
+    run = RunDir.create(tmp_path / "stop")
+    res = run_prune(tiny_config(dataset, method="gradual", sparsity=0.9), run, stop=lambda: True)
+    assert res.status == "stopped" and not res.reached and "missed" in res.message
+    assert not (run.checkpoints / "pruned.safetensors").exists()
+    end = json.loads(run.events_path.read_text().splitlines()[-1])
+    assert end["status"] == "stopped" and end["target_reached"] is False
+
+
+def test_target_check_reads_the_final_report():
+    from sparsecap_engine.training.recipe import target_check
+
+    assert target_check(None, 3) is None and target_check({"overall": 0.5}, 3) is None
+    body = {"target": 0.9, "overall": 0.9, "nnz": 100, "numel": 1000}
+    assert target_check(body, 6) == (True, "target sparsity 0.9 reached: final 0.9000 (NNZ 100, target 100 ± 5 %), "
+                                           "best at step 6")
+    reached, msg = target_check(body, None)  # within the rule at the end but no best kept: no deliverable
+    assert not reached and "no best checkpoint" in msg
+    assert target_check({**body, "overall": 0.8, "nnz": 200}, 6) == (
+        False, "target sparsity 0.9 missed: reached 0.8000 (NNZ 200 vs target ≤ 105)")
+    assert target_check({**body, "overall": 0.99, "nnz": 10}, 6) == (
+        False, "target sparsity 0.9 missed: reached 0.9900 (NNZ 10 vs target ≥ 95)")
 
 
 def test_snip_end_to_end_exact(dataset: Path, tmp_path: Path):

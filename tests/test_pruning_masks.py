@@ -211,7 +211,7 @@ def test_supermask_sparsity_loss_shares_the_weight_node():
 
     torch.manual_seed(0)
     lin = nn.Linear(6, 4, bias=False)
-    method = SupermaskMethod(0.5, total_steps=10)
+    method = SupermaskMethod(0.5, total_steps=10, recipe="paper")
     method.attach(lin)
     slot = method.masks.slots["weight"]
     with torch.no_grad():

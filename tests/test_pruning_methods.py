@@ -109,11 +109,11 @@ def test_gradual_defaults_scale_with_run_length():
     assert cubic_sparsity(10**6, 0.0, 0.9, 0, 10) == 0.9
 
 
-def test_supermask_reaches_target_after_short_run():
+def test_supermask_paper_recipe_reaches_target_after_short_run():
     torch.manual_seed(0)
     model, teacher = mlp(), nn.Linear(16, 4)
     steps = 200
-    method = SupermaskMethod(0.8, total_steps=steps)
+    method = SupermaskMethod(0.8, total_steps=steps, recipe="paper")
     method.attach(model)
     (group,) = method.param_groups()
     assert (group["lr"], group["eps"], group["weight_decay"]) == (100.0, 1e-2, 0.0)
@@ -134,7 +134,7 @@ def test_supermask_reaches_target_after_short_run():
 
 
 def test_supermask_auto_weight_for_updown():
-    method = SupermaskMethod(0.975)
+    method = SupermaskMethod(0.975, recipe="paper")
     method.attach(tiny())
     assert method.sparsity_weight == pytest.approx(20.0)  # max(5, 0.5 / 0.025)
     assert method.anneal(0) == 0.0 and method.anneal(1) == pytest.approx(1.0)

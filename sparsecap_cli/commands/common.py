@@ -25,9 +25,18 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str] | None) -> RunConfig:
-    """TOML file (optional) < flags < ``--set`` overrides. ``model.<hyper-parameter>`` sets go into overrides."""
-    cfg = load_toml(config_file) if config_file else RunConfig()
+def split_sets(items: list[str] | None, section: str) -> tuple[dict[str, Any], list[str]]:
+    """``--set`` items of one ``section`` as ``{key: parsed value}``, and the other items as given."""
+    ours = [item for item in items or [] if item.strip().startswith(f"{section}.")]
+    rest = [item for item in items or [] if item not in ours]
+    return {key.partition(".")[2]: value for key, value in parse_sets(ours).items()}, rest
+
+
+def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str] | None,
+                 base: RunConfig | None = None) -> RunConfig:
+    """TOML file (optional; or ``base``) < flags < ``--set`` overrides. ``model.<hyper-parameter>`` sets go into
+    overrides."""
+    cfg = base if base is not None else load_toml(config_file) if config_file else RunConfig()
     cfg = cfg.override(flags)
     model_sets = {}
     other = {}
@@ -39,6 +48,36 @@ def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str
             other[key] = value
     cfg = cfg.override(other)
     cfg.model.overrides = {**cfg.model.overrides, **model_sets}
+    return cfg
+
+
+def prune_config(config_file: Path | None, flags: dict[str, Any], sets: list[str] | None,
+                 given: dict[str, Any]) -> RunConfig:
+    """The config of a ``prune`` run; ``given`` holds only the pruning flags the user gave (``[prune]`` keys).
+
+    Pruning options: ``PruneOptions`` defaults < the config file's ``[prune]`` < ``--set prune.KEY=VALUE`` < ``given``.
+    The rest: ``--config FILE``; else, when ``prune.source`` (``--from``) is a run directory, that run's
+    ``config.toml`` without its ``[prune]`` and ``[scst]`` sections and ``train.keep_steps`` (how that run was made is
+    not how this one is: a supermask run can be pruned again with magnitude); else the defaults. Then the training
+    flags and the other ``--set`` items, as for ``train``. Unknown ``[prune]`` keys are usage errors naming the nearest
+    valid key.
+    """
+    from sparsecap_engine.pruning.flow import PruneOptions
+
+    prune_sets, rest = split_sets(sets, "prune")
+    base = load_toml(config_file) if config_file else None
+    from_file = dict(base.prune) if base is not None else {}
+    PruneOptions.check_keys(from_file, str(config_file))
+    PruneOptions.check_keys(prune_sets, "--set")
+    merged = {**from_file, **prune_sets, **given}
+    source = Path(str(merged.get("source") or ""))
+    if base is None and str(source) not in ("", ".") and (source / "config.toml").is_file():
+        base = load_toml(source / "config.toml")  # data, optimiser and training settings of the run being pruned
+        base.prune, base.scst = {}, {}
+        if not any(item.strip().startswith("train.keep_steps=") for item in rest):
+            base.train.keep_steps = []
+    cfg = build_config(None, flags, rest, base=base)
+    cfg.prune = PruneOptions.from_dict(merged).to_dict()
     return cfg
 
 

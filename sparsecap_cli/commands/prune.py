@@ -7,21 +7,41 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sparsecap_cli.commands.common import build_config, default_run_name, training_flags
+from sparsecap_cli.commands.common import default_run_name, prune_config, training_flags
 from sparsecap_cli.render import console, progress_bar, scores_table
+from sparsecap_engine.errors import TargetMissedError
 
 
 def prune(
-    method: str = typer.Option("supermask", "--method", help="supermask|magnitude|gradual|lottery|snip|fixed."),
-    sparsity: float = typer.Option(0.95, "--sparsity", "-s", help="Target sparsity of pruned weights (0.95 = 95 %)."),
-    criterion: str = typer.Option("blind", "--criterion", help="magnitude/gradual/lottery: blind | uniform | dist."),
-    source: Path | None = typer.Option(None, "--from", help="Run directory (or checkpoint) to prune or fine-tune."),
-    source_checkpoint: str = typer.Option("best", "--from-checkpoint", help="Checkpoint of --from RUN: best | last."),
+    method: str | None = typer.Option(
+        None, "--method", help="supermask|magnitude|gradual|lottery|snip|fixed (default supermask)."
+    ),
+    sparsity: float | None = typer.Option(
+        None, "--sparsity", "-s", help="Target sparsity of pruned weights (default 0.95 = 95 %)."
+    ),
+    criterion: str | None = typer.Option(
+        None, "--criterion", help="magnitude/gradual/lottery: blind | uniform | dist (default blind)."
+    ),
+    source: Path | None = typer.Option(
+        None, "--from",
+        help="Run directory (or checkpoint) to prune or fine-tune (config: prune.source). Without --config, a run "
+        "directory's config.toml supplies the data, optimiser and training settings, but not its prune or scst "
+        "sections: the pruning options come from the defaults, --set prune.* and these flags, so a supermask run "
+        "can be pruned again with --method magnitude.",
+    ),
+    source_checkpoint: str | None = typer.Option(
+        None, "--from-checkpoint", help="Checkpoint of --from RUN: best | last (default best)."
+    ),
     freeze: str | None = typer.Option(None, "--freeze", help="Comma list of name prefixes left dense."),
     min_density: float | None = typer.Option(None, "--min-density", help="Keep at least this density per layer."),
+    recipe: str | None = typer.Option(None, "--recipe", help="supermask: robust | paper (default robust)."),
     mask_init: float | None = typer.Option(None, "--mask-init", help="supermask: initial logit (5.0)."),
-    mask_lr: float | None = typer.Option(None, "--mask-lr", help="supermask: Adam lr of the mask logits (100)."),
-    mask_eps: float | None = typer.Option(None, "--mask-eps", help="supermask: Adam eps of the mask logits (1e-2)."),
+    mask_lr: float | None = typer.Option(
+        None, "--mask-lr", help="supermask: Adam lr of the mask logits (-1 = the recipe's)."
+    ),
+    mask_eps: float | None = typer.Option(
+        None, "--mask-eps", help="supermask: Adam eps of the mask logits (-1 = the recipe's)."
+    ),
     sparsity_weight: float | None = typer.Option(
         None, "--sparsity-weight", help="supermask: sparsity loss weight (-1 = auto: max(5, c/(1-s)))."
     ),
@@ -32,7 +52,11 @@ def prune(
     rounds: int | None = typer.Option(None, "--rounds", help="lottery: iterative pruning rounds (1)."),
     rewind_step: int | None = typer.Option(None, "--rewind-step", help="lottery: rewind to step k of --from (0)."),
     snip_batches: int | None = typer.Option(None, "--snip-batches", help="snip: batches of saliency (1)."),
-    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file (flags override it)."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c",
+        help="TOML config file. Pruning options: defaults < its prune section < --set prune.KEY=VALUE < the flags "
+        "above, each flag only when given.",
+    ),
     name: str | None = typer.Option(None, "--name", "-n", help="Run name (default: <model>-<method>-<s>-<time>)."),
     runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Folder that holds run directories."),
     model: str | None = typer.Option(None, "--model", "-m", help="Model name (ignored with --from)."),
@@ -57,19 +81,22 @@ def prune(
     """Prune a captioning model to a target sparsity and write the pruned checkpoint, a per-layer table and chart.
 
     Train with pruning (supermask, gradual, snip) or prune a trained run then fine-tune (magnitude, lottery, fixed:
-    these need --from RUN). Only checkpoints whose NNZ is within 5 % of the target's can become best.
+    these need --from RUN). Only checkpoints whose NNZ is within 5 % of the target's can become best. A run whose
+    final masks miss the target (NNZ not within 5 %) ends with status target-missed, writes no pruned checkpoint
+    (last/best and sparsity.csv/.json stay for inspection) and exits with code 1.
     """
-    from sparsecap_engine.pruning.flow import PruneOptions, plan_prune, run_prune
+    from sparsecap_engine.pruning.flow import plan_prune, run_prune
     from sparsecap_engine.runs import RunDir
 
-    opts = {
+    given = {
         "method": method,
         "sparsity": sparsity,
         "criterion": criterion,
-        "source": str(source) if source else "",
+        "source": str(source) if source is not None else None,
         "source_checkpoint": source_checkpoint,
-        "freeze": [p.strip() for p in (freeze or "").split(",") if p.strip()],
+        "freeze": [p.strip() for p in freeze.split(",") if p.strip()] if freeze is not None else None,
         "min_density": min_density,
+        "recipe": recipe,
         "mask_init": mask_init,
         "mask_lr": mask_lr,
         "mask_eps": mask_eps,
@@ -82,22 +109,18 @@ def prune(
         "rewind_step": rewind_step,
         "snip_batches": snip_batches,
     }
-    options = PruneOptions.from_dict({k: v for k, v in opts.items() if v is not None})
-    base = config
-    if base is None and source is not None and source.is_dir() and (source / "config.toml").is_file():
-        base = source / "config.toml"  # data, optimiser and training settings of the run being pruned
     flags = training_flags(
         model=model, preset=preset, dataset=dataset, image_root=image_root, steps=steps, batch_size=batch_size,
         lr=lr, schedule=schedule, label_smoothing=label_smoothing, grad_clip=grad_clip, val_every=val_every,
         device=device, amp=amp, seed=seed,
     )
-    cfg = build_config(base, flags, sets)
-    if not any(s.startswith("train.keep_steps=") for s in sets or []):
-        cfg.train.keep_steps = []  # not inherited from the run being pruned
-    cfg.prune = options.to_dict()
+    cfg = prune_config(config, flags, sets, {k: v for k, v in given.items() if v is not None})
     plan = plan_prune(cfg)  # every check before the run directory is created
-    run = RunDir.create(runs_root / (name or default_run_name(cfg, f"-{method}-{sparsity:g}")), overwrite=overwrite)
-    console.print(f"run: [bold]{run.path}[/bold]  method: [bold]{method}[/bold]  target sparsity: {sparsity:g}")
+    opts = plan.opts
+    run = RunDir.create(runs_root / (name or default_run_name(cfg, f"-{opts.method}-{opts.sparsity:g}")),
+                        overwrite=overwrite)
+    console.print(f"run: [bold]{run.path}[/bold]  method: [bold]{opts.method}[/bold]  "
+                  f"target sparsity: {opts.sparsity:g}")
     if tui:
         from sparsecap_cli.tui.attach import run_with_monitor
 
@@ -109,11 +132,19 @@ def prune(
     console.print(layer_table(result.report, result.target))
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
-    colour = "green" if result.reached else "yellow"
-    console.print(f"[{colour}]{result.message}[/{colour}]")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     best = f"{result.best_cider:.4f} at step {result.best_step}" if result.best_cider is not None else "none"
-    console.print(f"best val CIDEr-D {best}; pruned checkpoint {result.outputs['checkpoint']}")
+    if result.reached:
+        console.print(f"[green]{result.message}[/green]", highlight=False)
+        console.print(f"best val CIDEr-D {best}; pruned checkpoint {result.outputs['checkpoint']}")
+    else:
+        console.print(f"best val CIDEr-D {best}; no pruned checkpoint")
     console.print(f"sparsity table {result.outputs['csv']} (+ .json), chart {result.outputs['png']}")
+    if result.status == "target-missed":
+        raise TargetMissedError(result.message)  # one red line, exit code 1
+    if not result.reached:  # stopped or interrupted before reaching the target: says so, keeps its status
+        console.print(f"[yellow]{result.status}: {result.message}[/yellow]", highlight=False)
 
 
 def layer_table(report: dict, target: float) -> Table:

@@ -13,7 +13,8 @@ one per lottery round), then write the pruned checkpoint, the per-layer sparsity
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from sparsecap_engine.pruning.criteria import CRITERIA, select
 from sparsecap_engine.pruning.io import masks_path, read_masks_for, save_masks, summary
 from sparsecap_engine.pruning.masks import in_scope, prunable
 from sparsecap_engine.pruning.methods import METHODS, PruneMethod, build_method
-from sparsecap_engine.pruning.report import nnz_within, sparsity_report, write_report
+from sparsecap_engine.pruning.report import sparsity_report, write_report
 from sparsecap_engine.runs import RunDir
 from sparsecap_engine.text.vocab import Vocab
 
@@ -49,10 +50,13 @@ class PruneOptions:
     source_checkpoint: str = "best"
     freeze: list[str] = field(default_factory=list)
     min_density: float = 0.0
+    recipe: str = "robust"
     mask_init: float = 5.0
-    mask_lr: float = 100.0
-    mask_eps: float = 1e-2
+    mask_lr: float = -1.0
+    mask_eps: float = -1.0
     sparsity_weight: float = -1.0
+    ramp_end: float = 0.5
+    harden_at: float = 0.75
     start: int = -1
     end: int = -1
     every: int = -1
@@ -62,12 +66,29 @@ class PruneOptions:
     snip_batches: int = 1
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PruneOptions:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise UsageError(f"[prune] unknown key(s) {', '.join(sorted(unknown))}")
-        opts = cls(**data)
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def check_keys(cls, keys: Iterable[str], where: str = "prune options") -> None:
+        """A one-line usage error for the first unknown key, naming the nearest valid one (no ``[…]`` in messages:
+        the CLI prints them with rich markup)."""
+        names = cls.keys()
+        for key in keys:
+            if key not in names:
+                near = difflib.get_close_matches(key, names, n=1)
+                hint = f"; did you mean prune.{near[0]}?" if near else f"; valid keys: {', '.join(names)}"
+                raise UsageError(f"{where}: unknown key prune.{key}{hint}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "prune options") -> PruneOptions:
+        """Checked options from a ``[prune]`` table (missing keys take the defaults above)."""
+        cls.check_keys(data, where)
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            values[key] = _coerce(key, value, getattr(defaults, key), where)
+        opts = cls(**values)
         opts.check()
         return opts
 
@@ -91,6 +112,28 @@ class PruneOptions:
             raise UsageError("--rewind-step applies to --method lottery only")
         if self.rewind_step < 0:
             raise UsageError("--rewind-step must be ≥ 0")
+
+
+def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
+    """A ``[prune]`` value of the default's type (``--set`` values are JSON or strings; TOML ints for floats)."""
+    if isinstance(default, list):
+        if isinstance(value, str):  # --set prune.freeze=encoder,embed
+            return [p.strip() for p in value.split(",") if p.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+    elif isinstance(default, str):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    kind = {list: "a list of names", str: "a string", float: "a number", int: "an integer"}[type(default)]
+    raise UsageError(f"{where}: prune.{key} must be {kind}, got {value!r}")
 
 
 @dataclass
@@ -160,8 +203,9 @@ def make_method(opts: PruneOptions, total_steps: int, masks: dict[str, Tensor] |
     common = {"sparsity": opts.sparsity if sparsity is None else sparsity, "freeze": opts.freeze,
               "min_density": opts.min_density, "total_steps": total_steps, "criterion": opts.criterion}
     extra: dict[str, Any] = {
-        "supermask": {"mask_init": opts.mask_init, "mask_lr": opts.mask_lr, "mask_eps": opts.mask_eps,
-                      "sparsity_weight": opts.sparsity_weight},
+        "supermask": {"recipe": opts.recipe, "mask_init": opts.mask_init, "mask_lr": opts.mask_lr,
+                      "mask_eps": opts.mask_eps, "sparsity_weight": opts.sparsity_weight, "ramp_end": opts.ramp_end,
+                      "harden_at": opts.harden_at},
         "gradual": {"start": auto(opts.start), "end": auto(opts.end), "every": auto(opts.every),
                     "initial_sparsity": opts.initial_sparsity},
         "snip": {"snip_batches": opts.snip_batches},
@@ -178,6 +222,11 @@ def mask_sparsity(masks: dict[str, Tensor]) -> float:
 
 @dataclass
 class PruneResult:
+    """``status``: the run's ``run_end`` status (``target-missed`` when it completed without reaching the target);
+    ``reached``: the end-of-run verdict (``training/recipe.py`` ``target_check``); ``message``: that verdict in one
+    line; ``outputs``: ``checkpoint`` and ``masks`` only when the target was reached, ``csv``/``json``/``png``
+    always."""
+
     run: RunDir
     status: str
     target: float
@@ -190,25 +239,36 @@ class PruneResult:
     report: dict[str, Any]
     outputs: dict[str, Path]
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def finish(run: RunDir, target: float, method: str) -> tuple[dict[str, Any], dict[str, Path], str]:
-    """``checkpoints/pruned.safetensors`` (+ masks) from best (target reached) or last, and the sparsity outputs."""
-    best = run.checkpoints / "best.safetensors"
-    which = "best" if best.is_file() else "last"
+def finish(run: RunDir, target: float, method: str, reached: bool) -> tuple[dict[str, Any], dict[str, Path], str]:
+    """The sparsity outputs (``sparsity.csv``/``.json``, ``plots/sparsity.png``) and, only when the target was
+    reached, ``checkpoints/pruned.safetensors`` (+ masks) from ``best``.
+
+    A missed target writes no pruned checkpoint (and removes a stale one an ``--overwrite`` left behind): the
+    report is of ``last`` (the masks the run ended with) with ``"reached": false``; ``last`` and ``best`` (if any)
+    stay for inspection."""
+    which = "best" if reached else "last"
     src = run.checkpoints / f"{which}.safetensors"
     model, vocab, meta = load_model(src)
     masks = read_masks_for(src, model)
     rep = sparsity_report(model, masks)
-    info = summary(rep, target, method)
     pruned = run.checkpoints / "pruned.safetensors"
-    keep = {k: meta[k] for k in ("step", "image_size", "metrics") if k in meta}
-    save_model(pruned, model, vocab, sparsity=info, pruned_from=which, **keep)
-    save_masks(masks_path(pruned), masks, sparsity=info)
-    extra = {"method": method, "target": target, "reached": nnz_within(rep["pruned"]["sparsity"], target),
-             "checkpoint": str(pruned), "from": which, "step": meta.get("step")}
+    outputs: dict[str, Path] = {}
+    if reached:
+        info = summary(rep, target, method)
+        keep = {k: meta[k] for k in ("step", "image_size", "metrics") if k in meta}
+        save_model(pruned, model, vocab, sparsity=info, pruned_from=which, **keep)
+        save_masks(masks_path(pruned), masks, sparsity=info)
+        outputs = {"checkpoint": pruned, "masks": masks_path(pruned)}
+    else:
+        for stale in (pruned, masks_path(pruned)):
+            stale.unlink(missing_ok=True)
+    extra = {"method": method, "target": target, "reached": reached,
+             "checkpoint": str(pruned) if reached else None, "from": which, "step": meta.get("step")}
     paths = write_report(rep, run.path, run.plots, extra, target)
-    return rep, {"checkpoint": pruned, "masks": masks_path(pruned), **paths}, which
+    return rep, {**outputs, **paths}, which
 
 
 @dataclass
@@ -285,15 +345,14 @@ def run_prune(
         res = train(config, run, progress, hooks=method, init_weights=src.state if src else None, stop=stop,
                     splits=splits)
 
-    rep, outputs, which = finish(run, target, opts.method)
+    reached = bool(res.reached)  # the recipe's end-of-run verdict: final masks within 5 % of the target, best kept
+    rep, outputs, which = finish(run, target, opts.method, reached)
     s = rep["pruned"]["sparsity"]
-    reached = method.reached_at is not None
-    if reached:
-        msg = f"target sparsity {target:.4g} reached (step {method.reached_at}); pruned checkpoint from {which}"
-    else:
-        msg = f"target sparsity {target:.4g} never reached (final {s:.4f}); pruned checkpoint from last, no best kept"
-    return PruneResult(run, res.status, target, s, reached, "; ".join([msg, *notes]), res.best_step,
-                       res.best_cider, res.last_metrics, rep, outputs, list(method.warnings))
+    msg = res.target_message or f"target sparsity {target:g} {'reached' if reached else 'missed'}: final {s:.4f}"
+    if not reached:
+        notes.append(f"no pruned checkpoint written; {which} is kept in {run.checkpoints} for inspection")
+    return PruneResult(run, res.status, target, s, reached, msg, res.best_step, res.best_cider, res.last_metrics,
+                       rep, outputs, list(method.warnings), notes)
 
 
 def _lottery(config, run, opts, src, splits, progress, stop, notes):
@@ -327,7 +386,7 @@ def _lottery(config, run, opts, src, splits, progress, stop, notes):
             method.warnings = sel.warnings()
         res = train(config, round_run, progress, hooks=method, init_weights=rewind_state, stop=stop, splits=splits)
         if res.status != "completed" and not last:
-            notes.append(f"stopped in round {r} of {opts.rounds}; outputs are in {round_run.path}")
+            notes.append(f"round {r} of {opts.rounds} ended {res.status}; outputs are in {round_run.path}")
             break
         trained = read_state(round_run.checkpoint("best"))[0]
         prev = {n: m.to(torch.bool) for n, m in masks.items()}

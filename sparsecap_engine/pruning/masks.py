@@ -220,13 +220,22 @@ class Supermask(MaskBase):
         logits = torch.full(shape, float(init), device=device, requires_grad=True)
         object.__setattr__(self, "logits", logits)  # not an nn.Parameter of the model
         self._kept = None
+        #: once hardened (``fix``), a frozen 0/1 mask replaces the Bernoulli sample and the rounding
+        self.fixed: Tensor | None = None
 
     def hard(self) -> Tensor:
-        return self.logits.detach() > 0
+        return self.fixed if self.fixed is not None else self.logits.detach() > 0
+
+    def fix(self, mask: Tensor) -> None:
+        """Freeze the mask: from now on ``w ⊙ mask`` in training and eval alike; the logits get no gradient."""
+        self.fixed = mask.detach().to(self.logits.device, torch.bool).clone()
+        self.clear()
 
     def move_to(self, device: torch.device) -> None:
         if self.logits.device != device:
             object.__setattr__(self, "logits", self.logits.detach().to(device).requires_grad_(True))
+            if self.fixed is not None:
+                self.fixed = self.fixed.to(device)
             self.clear()
 
     def clear(self) -> None:
@@ -238,9 +247,11 @@ class Supermask(MaskBase):
         return self._kept if self.in_step and self._cache is not None else None
 
     def _versions(self) -> tuple:
-        return (self.logits._version,)
+        return (self.logits._version, self.fixed is not None)
 
     def _compute(self, w: Tensor) -> Tensor:
+        if self.fixed is not None:
+            return torch.where(self.fixed if self.fixed.device == w.device else self.fixed.to(w.device), w, 0.0)
         logits = self.logits if self.logits.device == w.device else self.logits.to(w.device)
         if torch.is_grad_enabled():
             out, self._kept = _Supermask.apply(w, logits, self.training)

@@ -26,6 +26,7 @@ from sparsecap_engine.pruning.criteria import CRITERIA, GradualSchedule, select,
 from sparsecap_engine.pruning.io import save_pruned, summary
 from sparsecap_engine.pruning.masks import MaskSet, Supermask, attach, kept_count
 from sparsecap_engine.pruning.report import nnz_within, sparsity_report
+from sparsecap_engine.pruning.smp_control import DensityController
 
 METHODS: dict[str, type[PruneMethod]] = {}
 
@@ -146,36 +147,63 @@ class PruneMethod:
 
 @register_method("supermask")
 class SupermaskMethod(PruneMethod):
-    """Supermask pruning (SMP): ``w ⊙ m``, ``m ~ Bernoulli(σ(s))`` in training, ``round(σ(s))`` in eval, and
+    """Supermask pruning (SMP, Tan et al. 2021): ``w ⊙ m``, ``m ~ Bernoulli(σ(s))`` in training, ``round(σ(s))`` in
+    eval (straight-through), the mask logits ``s`` learnt end to end with a sparsity term. Two recipes:
 
-    ``L = L_caption + λ·(1 − a_t)·|s_target − S|``, ``S = 1 − Σ round(σ(s))/N``, ``a_t = (1 + cos(π·min(1, t/T)))/2``.
-    ``λ`` auto (−1): ``max(5, 0.5/(1 − s_target))`` for Up-Down, ``max(5, 1.5/(1 − s_target))`` for other models.
-    Mask logits: own Adam group (lr 100, eps 1e-2, no weight decay, no LR schedule; fused Adam), init 5.0. Unlike
-    the reference, mask gradients are not clipped (the recipe clips the scheduled groups only); they are of order
-    ``g·w·σ'(s)``, far below its 0.1 value clip.
+    ``robust`` (default, ``smp_control.py``): density penalty ``λ_t·Σround(σ(s))/N`` with ``λ_t`` tracking a cubic
+    target schedule that reaches ``s_target`` at ``ramp_end·T``; mask Adam with eps ``1e-16`` and lr
+    ``init/(cross·T)``; at ``harden_at·T`` the masks freeze to the top ``(1 − s_target)·N`` logits (one global
+    threshold, so SMP's learnt per-layer allocation stays) and the weights fine-tune with fixed masks to the end —
+    the reference's ``mask_freeze`` fine-tuning folded into the run, so the target is met exactly.
+
+    ``paper`` (the reference's exact recipe): ``L = L_caption + λ·(1 − a_t)·|s_target − S|``, ``S = 1 − Σ
+    round(σ(s))/N``, ``a_t = (1 + cos(π·min(1, t/T)))/2``, ``λ`` auto (−1) ``max(5, 0.5/(1 − s_target))`` for
+    Up-Down, ``max(5, 1.5/(1 − s_target))`` otherwise; mask Adam lr 100, eps 1e-2, init 5, no schedule. Mask
+    gradients are not clipped (the recipe clips the scheduled groups only; they are far below the reference's 0.1).
     """
 
     kind = "supermask"
+    RECIPES = ("robust", "paper")
 
     def __init__(
         self,
         sparsity: float,
+        recipe: str = "robust",
         mask_init: float = 5.0,
-        mask_lr: float = 100.0,
-        mask_eps: float = 1e-2,
+        mask_lr: float = -1.0,
+        mask_eps: float = -1.0,
         sparsity_weight: float = -1.0,
+        ramp_end: float = 0.5,
+        harden_at: float = 0.75,
+        cross: float = 0.1,
+        gain: float = 0.2,
         **kw: Any,
     ):
         super().__init__(sparsity, **kw)
-        self.mask_init, self.mask_lr, self.mask_eps = float(mask_init), float(mask_lr), float(mask_eps)
+        if recipe not in self.RECIPES:
+            raise UsageError(f"unknown supermask recipe {recipe!r}; choose from {', '.join(self.RECIPES)}")
+        if not 0.0 < ramp_end <= harden_at <= 1.0:
+            raise UsageError(f"supermask needs 0 < ramp_end ≤ harden_at ≤ 1, got {ramp_end} and {harden_at}")
+        if cross <= 0:
+            raise UsageError(f"supermask cross must be > 0, got {cross}")
+        self.recipe = recipe
+        robust = recipe == "robust"
+        self.mask_init = float(mask_init)
+        auto_lr = self.mask_init / (cross * self.total_steps) if robust else 100.0
+        self.mask_lr = float(mask_lr) if mask_lr > 0 else auto_lr
+        self.mask_eps = float(mask_eps) if mask_eps > 0 else (1e-16 if robust else 1e-2)
         self.sparsity_weight = float(sparsity_weight)
+        self.harden_step = int(round(harden_at * self.total_steps)) if robust else None
+        self.control = DensityController(self.target, self.total_steps, ramp_end, gain) if robust else None
+        self.hardened_at: int | None = None
+        self.history: list[tuple[int, float, float, float]] = []  # (step, sparsity, scheduled, λ) per step
         self._loss_info: tuple[Tensor, float, Tensor] | None = None
 
     def _attach_args(self) -> dict[str, Any]:
         return {"init": self.mask_init}
 
     def setup(self) -> None:
-        if self.sparsity_weight < 0:
+        if self.recipe == "paper" and self.sparsity_weight < 0:
             name = (getattr(self.model, "config", None) or {}).get("name", "")
             factor = 0.5 if name == "updown" else 1.5
             self.sparsity_weight = max(5.0, factor / (1.0 - self.target))
@@ -192,33 +220,85 @@ class SupermaskMethod(PruneMethod):
         return [{"params": self.logits(), "lr": self.mask_lr, "eps": self.mask_eps, "weight_decay": 0.0,
                  "fused": fused, "pruning_mask": True}]
 
+    @property
+    def hardened(self) -> bool:
+        return self.hardened_at is not None
+
     def anneal(self, step: int) -> float:
-        """``1 − a_t``: the weight's cosine ramp from 0 (start) to 1 (end of training)."""
+        """paper: ``1 − a_t``, the weight's cosine ramp from 0 (start) to 1 (end of training)."""
         return 1.0 - (1.0 + math.cos(math.pi * min(1.0, step / self.total_steps))) / 2.0
 
-    def extra_loss(self, step: int) -> Tensor:
+    def _kept(self) -> Tensor:
         slots = list(self.masks.slots.values())
-        numel = sum(slot.logits.numel() for slot in slots)
         # the count comes from the same node as the sampled weight when the forward pass used it (one σ'(s) pass)
-        kept = torch.stack([k if (k := slot.step_kept()) is not None else kept_count(slot.logits) for slot in slots])
-        kept = kept.sum()
-        s_now = 1.0 - kept / numel
+        return torch.stack([k if (k := slot.step_kept()) is not None else kept_count(slot.logits)
+                            for slot in slots]).sum()
+
+    def extra_loss(self, step: int) -> Tensor | None:
+        if self.hardened:
+            return None
+        numel = sum(slot.logits.numel() for slot in self.masks.slots.values())
+        if self.control is not None:
+            if self.control.log_lam is None:
+                return None  # step 0: caption-loss gradients alone seed λ_0
+            density = self._kept() / numel
+            loss = density * self.control.lam
+            self._loss_info = (density.detach(), self.control.target_at(step), loss.detach())
+            return loss
+        s_now = 1.0 - self._kept() / numel
         raw = (self.target - s_now).abs()
         ramp = self.anneal(step)
         loss = raw * (self.sparsity_weight * ramp)
         self._loss_info = (raw.detach(), ramp, loss.detach())
         return loss
 
+    def after_step(self, step: int) -> None:
+        super().after_step(step)
+        if self.control is None or self.hardened:
+            return
+        if self.control.log_lam is None:
+            grads = [t.grad for t in self.logits() if t.grad is not None]
+            numel = sum(t.numel() for t in self.logits())
+            self.control.seed(grads or [torch.zeros(1)], numel, self.mask_init)
+        s = self.sparsity()
+        self.control.update(step, 1.0 - s)
+        self.history.append((step + 1, s, self.control.target_at(step + 1), self.control.lam))
+        if step + 1 >= self.harden_step:
+            self.harden(step + 1)
+
+    def harden(self, step: int) -> None:
+        """Freeze every mask to the globally top ``(1 − s_target)·N`` logits (exactly the target's NNZ)."""
+        slots = list(self.masks.slots.values())
+        flat = torch.cat([slot.logits.detach().reshape(-1) for slot in slots])
+        keep = int(round((1.0 - self.target) * flat.numel()))
+        mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+        if keep > 0:
+            mask[torch.topk(flat, keep, sorted=False).indices] = True
+        at = 0
+        for slot in slots:
+            n = slot.logits.numel()
+            slot.fix(mask[at : at + n].view_as(slot.logits))
+            at += n
+        self.hardened_at = step
+
     @property
     def loss_info(self) -> dict[str, float]:
         if self._loss_info is None:
             return {}
-        raw, ramp, scaled = self._loss_info
-        return {"sparsity_loss": float(raw), "anneal": ramp, "sparsity_loss_scaled": float(scaled)}
+        a, b, scaled = self._loss_info
+        if self.control is not None:
+            return {"density": float(a), "scheduled_sparsity": b, "lambda": self.control.lam,
+                    "sparsity_loss_scaled": float(scaled)}
+        return {"sparsity_loss": float(a), "anneal": b, "sparsity_loss_scaled": float(scaled)}
 
     def report(self, step: int) -> dict[str, Any]:
         body = super().report(step)
-        body["sparsity_weight"] = self.sparsity_weight
+        body["recipe"] = self.recipe
+        if self.control is None:
+            body["sparsity_weight"] = self.sparsity_weight
+        else:
+            body["scheduled"] = self.control.target_at(step)
+            body["hardened_at"] = self.hardened_at
         body.update(self.loss_info)
         return body
 

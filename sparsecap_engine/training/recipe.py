@@ -2,11 +2,14 @@
 
 Every ``val_every`` steps and at the end: greedy decoding of validation images, in-process CIDEr-D and BLEU-4,
 ``val``/``samples``/``sparsity`` events, ``last`` checkpoint, ``best`` when CIDEr-D improves (and the hooks agree).
+At the end a ``run_end`` event: ``completed``, ``stopped``, ``interrupted``, or ``target-missed`` when a pruning run
+completed without reaching its target sparsity (:func:`target_check`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +53,45 @@ class TrainResult:
     best_step: int | None
     best_cider: float | None
     last_metrics: dict[str, float] = field(default_factory=dict)
+    #: pruning runs: the end-of-run verdict of :func:`target_check` (``None``: the hooks report no target)
+    reached: bool | None = None
+    #: pruning runs: the verdict in words (target, final sparsity, NNZ)
+    target_message: str = ""
+
+
+def target_check(report: dict[str, Any] | None, best_step: int | None) -> tuple[bool, str] | None:
+    """Did a pruning run reach its target sparsity? ``report`` is the hooks' last ``sparsity`` event body (``target``,
+    ``overall``, ``nnz``, ``numel``), taken at the run's final validation; ``None`` when the hooks report no target.
+
+    Reached means, **at the end of the run**: (1) the final hard masks' NNZ is within 5 % of the target's (the project's
+    rule, ``pruning/report.py`` ``nnz_within``, the one ``best`` obeys) and (2) a ``best`` checkpoint exists (the
+    pruned checkpoint is exported from it). Having been within the rule at some earlier validation only is not enough:
+    the masks a run ends with are what it delivers, and a run that drifted out of the rule failed. Returns
+    ``(reached, message)``; a missed target reads ``target sparsity 0.95 missed: reached 0.0001 (NNZ 1,234,567 vs
+    target ≤ 98,765)``.
+    """
+    if not report or report.get("target") is None or report.get("overall") is None:
+        return None
+    from sparsecap_engine.pruning.report import nnz_within
+
+    target, s = float(report["target"]), float(report["overall"])
+    nnz, numel = report.get("nnz"), report.get("numel")
+    within = nnz_within(s, target)
+    if nnz is None or numel is None:
+        counts = ""
+    else:
+        goal = (1.0 - target) * numel
+        if within:
+            counts = f" (NNZ {nnz:,}, target {round(goal):,} ± 5 %)"
+        elif nnz > goal:
+            counts = f" (NNZ {nnz:,} vs target ≤ {math.floor(goal * 1.05 + 1e-9):,})"
+        else:
+            counts = f" (NNZ {nnz:,} vs target ≥ {math.ceil(goal * 0.95 - 1e-9):,})"
+    if not within:
+        return False, f"target sparsity {target:g} missed: reached {s:.4f}{counts}"
+    if best_step is None:
+        return False, f"target sparsity {target:g} missed: final {s:.4f}{counts} but no best checkpoint was kept"
+    return True, f"target sparsity {target:g} reached: final {s:.4f}{counts}, best at step {best_step}"
 
 
 def validate(
@@ -158,6 +200,7 @@ def train(
 
     log = EventLog(run.events_path)
     start, best_cider, best_step = 0, None, None
+    last_report: dict[str, Any] | None = None
     if resume:
         start, best_cider, best_step = load_trainer_state(run, model, optimizer, scaler, device)
     else:
@@ -177,12 +220,14 @@ def train(
         log.write("checkpoint", step, path=str(run.checkpoints / "last.safetensors"), best=is_best)
 
     def evaluate(step: int) -> dict[str, float]:
+        nonlocal last_report
         metrics, items = validate(model, splits.val, vocab, device, tc.val_images, config.data.max_len)
         log.write("val", step, metrics=metrics)
         log.write("samples", step, items=items[: tc.samples])
         report = call(hooks, "report", step)
         if report is not None:
             log.write("sparsity", step, **report)
+            last_report = report
         checkpoint(step, metrics)
         return metrics
 
@@ -237,8 +282,14 @@ def train(
     metrics = evaluate(step)
     call(hooks, "finalize")
     note = dict(call(hooks, "end_note", default=None) or {})  # e.g. whether the target sparsity was reached
+    verdict = target_check(last_report, best_step)
+    if verdict is not None:  # a pruning run: the verdict at the end replaces the method's "was it ever reached"
+        note["target_reached"], note["message"] = verdict
+        if status == "completed" and not verdict[0]:
+            status = "target-missed"  # an interrupted or stopped run keeps its own status
     message = "; ".join(m for m in (message, note.pop("message", "")) if m)
     log.write("run_end", step, status=status, message=message, best_step=best_step, best_cider=best_cider, **note)
     log.close()
     atomic_write_bytes(run.plots / "curves.png", curves_png(run.events(), run.path.name))
-    return TrainResult(run, status, step, best_step, best_cider, metrics)
+    reached, target_message = verdict if verdict is not None else (None, "")
+    return TrainResult(run, status, step, best_step, best_cider, metrics, reached, target_message)

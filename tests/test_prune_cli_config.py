@@ -1,0 +1,147 @@
+"""``sparsecap prune`` through the real executable: the ``[prune]`` options merge (defaults < ``--config`` file <
+``--set prune.*`` < explicit flags), what ``--from RUN`` inherits, and a missed target as a loud failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from sparsecap_engine.config import to_toml
+from sparsecap_engine.data.synthetic import generate_synthetic
+
+EXE = str(Path(sys.executable).parent / "sparsecap")
+FAST = ["--steps", "2", "--val-every", "2", "--quiet"]
+
+
+def sparsecap(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FORCE_COLOR": "1"}  # colour on: the error line must be red
+    return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A dense run trained for 4 steps, and a config file that is its config plus ``[prune]`` magnitude at 0.5."""
+    root = tmp_path_factory.mktemp("prune-cli")
+    dataset = generate_synthetic(root / "data", images=40, size=32, seed=5)
+    runs = root / "runs"
+    res = sparsecap(
+        "train", "--dataset", str(dataset), "--runs-root", str(runs), "--name", "dense", "--steps", "4",
+        "--batch-size", "4", "--val-every", "4", "--device", "cpu", "--quiet",
+        "--set", "data.image_size=32", "--set", "model.rnn_size=32", "--set", "model.input_encoding_size=16",
+        "--set", "model.att_hid_size=16", "--set", "train.val_images=4",
+        "--set", 'model.encoder_args={"channels": [8, 16]}',
+    )
+    assert res.returncode == 0, res.stderr
+    data = tomllib.loads((runs / "dense" / "config.toml").read_text())
+    data["prune"] = {"method": "magnitude", "sparsity": 0.5}
+    config = root / "magnitude.toml"
+    config.write_text(to_toml(data))
+    return {"root": root, "runs": runs, "dense": runs / "dense", "config": config}
+
+
+def prune_opts(run: Path) -> dict:
+    return tomllib.loads((run / "config.toml").read_text())["prune"]
+
+
+def table(run: Path) -> dict:
+    return json.loads((run / "sparsity.json").read_text())
+
+
+def run_end(run: Path) -> dict:
+    return json.loads((run / "events.jsonl").read_text().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_config_file_prune_section_is_used(tiny: dict[str, Path]):
+    runs = tiny["root"] / "runs-a"  # no --name: the default name says the resolved method and sparsity
+    res = sparsecap("prune", "--config", str(tiny["config"]), "--from", str(tiny["dense"]), "--runs-root", str(runs),
+                    *FAST)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (run,) = runs.iterdir()
+    assert "-magnitude-0.5-" in run.name
+    assert prune_opts(run)["method"] == "magnitude" and prune_opts(run)["sparsity"] == 0.5
+    assert table(run)["method"] == "magnitude" and table(run)["target"] == 0.5 and table(run)["reached"] is True
+    assert table(run)["pruned"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    # a reached target: pruned checkpoint (+ masks), status completed, exit 0
+    assert (run / "checkpoints" / "pruned.safetensors").is_file()
+    assert (run / "checkpoints" / "pruned.masks.safetensors").is_file()
+    assert run_end(run)["status"] == "completed" and run_end(run)["target_reached"] is True
+
+
+@pytest.mark.slow
+def test_set_overrides_file_and_flag_overrides_both(tiny: dict[str, Path]):
+    data = tomllib.loads(tiny["config"].read_text())
+    data["prune"]["source"] = str(tiny["dense"])  # prune.source in the file stands for --from
+    config = tiny["root"] / "with-source.toml"
+    config.write_text(to_toml(data))
+    common = ["--config", str(config), "--runs-root", str(tiny["runs"]), *FAST]
+    res = sparsecap("prune", "--name", "set", "--set", "prune.sparsity=0.6", *common)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = tiny["runs"] / "set"
+    assert prune_opts(run)["method"] == "magnitude" and prune_opts(run)["sparsity"] == 0.6
+    assert prune_opts(run)["source"] == str(tiny["dense"])
+    assert table(run)["target"] == 0.6 and table(run)["pruned"]["sparsity"] == pytest.approx(0.6, abs=1e-3)
+
+    res = sparsecap("prune", "--name", "flag", "--set", "prune.sparsity=0.6", "--sparsity", "0.7", *common)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = tiny["runs"] / "flag"
+    assert prune_opts(run)["method"] == "magnitude" and prune_opts(run)["sparsity"] == 0.7
+    assert table(run)["target"] == 0.7 and table(run)["pruned"]["sparsity"] == pytest.approx(0.7, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_from_run_does_not_inherit_its_prune_section(tiny: dict[str, Path]):
+    """``--from`` a magnitude-0.5 run without ``--config``: its data/training settings, not its pruning options."""
+    res = sparsecap("prune", "--config", str(tiny["config"]), "--from", str(tiny["dense"]), "--name", "src",
+                    "--runs-root", str(tiny["runs"]), *FAST)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = sparsecap("prune", "--from", str(tiny["runs"] / "src"), "--method", "gradual", "--name", "again",
+                    "--runs-root", str(tiny["runs"]), "--steps", "4", "--val-every", "2", "--quiet")
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = tiny["runs"] / "again"
+    opts = prune_opts(run)
+    assert opts["method"] == "gradual" and opts["sparsity"] == 0.95 and opts["source"] == str(tiny["runs"] / "src")
+    cfg = tomllib.loads((run / "config.toml").read_text())
+    assert cfg["data"]["image_size"] == 32 and cfg["train"]["batch_size"] == 4  # the source run's settings
+
+
+@pytest.mark.slow
+def test_unknown_prune_key_names_the_nearest(tiny: dict[str, Path]):
+    res = sparsecap("prune", "--from", str(tiny["dense"]), "--set", "prune.sparsty=0.5", "--runs-root",
+                    str(tiny["root"] / "runs-bad"))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "prune.sparsty" in lines[0] and "did you mean prune.sparsity" in lines[0]
+    assert not (tiny["root"] / "runs-bad").exists()
+
+
+@pytest.mark.slow
+def test_missed_target_fails_loudly(tiny: dict[str, Path]):
+    """Magnitude at 0.9 with every layer kept ≥ 80 % dense cannot reach the target."""
+    run = tiny["runs"] / "missed"
+    ckpts = run / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for stale in ("pruned.safetensors", "pruned.masks.safetensors"):  # what an earlier success left behind
+        (ckpts / stale).write_bytes(b"stale")
+    res = sparsecap("prune", "--config", str(tiny["config"]), "--from", str(tiny["dense"]), "--sparsity", "0.9",
+                    "--criterion", "uniform", "--set", "prune.min_density=0.8", "--name", "missed", "--overwrite",
+                    "--runs-root", str(tiny["runs"]), *FAST)
+    assert res.returncode == 1, res.stdout + res.stderr
+    errors = [line for line in res.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "\x1b[1;31merror:" in errors[0]  # one red line
+    assert "target sparsity 0.9 missed: reached 0.1" in errors[0] and "NNZ" in errors[0]
+    assert "0.9 missed" not in res.stdout  # said once, on stderr
+    end = run_end(run)
+    assert end["kind"] == "run_end" and end["status"] == "target-missed" and end["target_reached"] is False
+    assert "missed" in end["message"]
+    assert not (ckpts / "pruned.safetensors").exists() and not (ckpts / "pruned.masks.safetensors").exists()
+    assert (ckpts / "last.safetensors").is_file() and (run / "sparsity.csv").is_file()
+    assert table(run)["reached"] is False and table(run)["checkpoint"] is None and table(run)["from"] == "last"
+    once = sparsecap("monitor", str(run), "--once")
+    assert once.returncode == 0 and "[target-missed]" in once.stdout

@@ -1,0 +1,136 @@
+"""The supermask recipes: the reference's toy protocol, the density controller, hardening, the paper recipe's faults."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from smp_toy import run_toy  # noqa: E402
+
+from sparsecap_engine.errors import UsageError  # noqa: E402
+from sparsecap_engine.pruning.methods import SupermaskMethod  # noqa: E402
+from sparsecap_engine.pruning.smp_control import DensityController, cubic_target  # noqa: E402
+
+PAPER_TOY = {"recipe": "paper", "mask_lr": 10.0, "sparsity_weight": 120.0}
+
+
+@pytest.mark.parametrize("steps", [40, 200, 1000])
+def test_robust_recipe_lands_on_the_toy_target_with_the_frozen_layer_dense(steps: int):
+    r = run_toy(steps)
+    assert r["numel"] == 172 and r["frozen_dense"]
+    assert r["sparsity"] == pytest.approx(0.8, abs=0.05)
+    method = r["method"]
+    assert method.hardened_at == round(0.75 * steps)
+    # before hardening the controller already tracks the target (no collapse, no crawl) from 200 steps on
+    if steps >= 200:
+        before = r["trace"][method.hardened_at - 2]
+        assert before == pytest.approx(0.8, abs=0.1)
+    assert max(r["trace"]) < 0.95  # never collapses towards "prune everything"
+
+
+def test_paper_recipe_on_its_toy_protocol_collapses():
+    """The measured fault the robust recipe fixes: every logit crosses zero together and 1 weight survives."""
+    r = run_toy(40, **PAPER_TOY)
+    first = next(i for i, s in enumerate(r["trace"]) if s > 0)
+    assert r["trace"][first + 2] > 0.9  # all within three steps
+    assert r["sparsity"] > 0.98 and r["logit_mean"][-1] < -15
+
+
+def test_cubic_target_schedule_values():
+    assert cubic_target(0, 1000, 0.9, 0.5) == 0.0
+    assert cubic_target(250, 1000, 0.9, 0.5) == pytest.approx(0.9 * (1 - 0.5**3))
+    assert cubic_target(500, 1000, 0.9, 0.5) == pytest.approx(0.9)
+    assert cubic_target(900, 1000, 0.9, 0.5) == pytest.approx(0.9)
+    # monotone non-decreasing
+    vals = [cubic_target(t, 1000, 0.9, 0.5) for t in range(0, 1001, 10)]
+    assert all(b >= a for a, b in zip(vals, vals[1:], strict=False))
+
+
+def test_controller_raises_lambda_when_too_dense_and_lowers_it_when_too_sparse():
+    c = DensityController(0.9, 100, ramp_end=0.5, gain=0.2)
+    c.update(10, 0.5)  # not seeded: nothing happens
+    assert c.lam == 0.0
+    c.seed([torch.tensor([0.0, 1e-6, 2e-6, 3e-6])], numel=4, init=5.0)
+    p = 1 / (1 + math.exp(-5))
+    assert c.lam == pytest.approx(4 * 2e-6 / (p * (1 - p)), rel=1e-5)  # median of the non-zero |g|
+    lam0 = c.lam
+    c.update(60, 0.5)  # schedule wants density 0.1 at step 61: far too dense → λ × e^0.2
+    assert c.lam == pytest.approx(lam0 * math.exp(0.2))
+    c.update(60, 0.05)  # too sparse by half → λ × e^-0.1
+    assert c.lam == pytest.approx(lam0 * math.exp(0.2 - 0.1))
+    c.update(60, 0.1)  # on target → unchanged
+    assert c.lam == pytest.approx(lam0 * math.exp(0.1))
+
+
+def test_robust_auto_lr_and_eps_follow_the_run_length():
+    lin = nn.Linear(8, 8)
+    for steps in (200, 100_000):
+        m = SupermaskMethod(0.9, total_steps=steps)
+        m.attach(nn.Linear(8, 8))
+        (group,) = m.param_groups()
+        assert group["lr"] == pytest.approx(5.0 / (0.1 * steps)) and group["eps"] == 1e-16
+    paper = SupermaskMethod(0.9, total_steps=200, recipe="paper")
+    paper.attach(lin)
+    (group,) = paper.param_groups()
+    assert (group["lr"], group["eps"]) == (100.0, 1e-2)
+
+
+def test_hardening_keeps_exactly_the_top_logits_globally():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 5))
+    m = SupermaskMethod(0.8, total_steps=10)
+    m.attach(model)
+    with torch.no_grad():
+        for t in m.logits():
+            t.normal_()
+    flat = torch.cat([t.detach().reshape(-1) for t in m.logits()])
+    keep = round(0.2 * flat.numel())
+    threshold = torch.topk(flat, keep).values.min()
+    m.harden(7)
+    hard = m.masks.hard()
+    assert sum(int(v.sum()) for v in hard.values()) == keep
+    for t, (name, mask) in zip(m.logits(), hard.items(), strict=True):
+        assert torch.equal(mask, t.detach() >= threshold), name
+    # after hardening: training uses the fixed mask (no Bernoulli), no sparsity loss, weights masked exactly
+    model.train()
+    m.before_step(8)
+    w = model[0].weight
+    assert torch.equal(w != 0, hard["0.weight"] & (model[0].parametrizations.weight.original != 0))
+    assert m.extra_loss(8) is None
+    m.after_step(8)
+    assert m.hardened_at == 7 and m.sparsity() == pytest.approx(1 - keep / flat.numel())
+
+
+def test_robust_recipe_density_penalty_gradient():
+    """∂(λ·D)/∂s_i = λ·σ'(s_i)/N on top of the caption loss's gradient (straight-through)."""
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 4, bias=False)
+    m = SupermaskMethod(0.5, total_steps=10)
+    m.attach(lin)
+    m.control.log_lam = math.log(3.0)
+    slot = m.masks.slots["weight"]
+    with torch.no_grad():
+        slot.logits.normal_()
+    lin.eval()
+    m.before_step(5)
+    x = torch.randn(3, 6)
+    loss = lin(x).sum() + m.extra_loss(5)
+    loss.backward()
+    s, w = slot.logits.detach(), lin.parametrizations.weight.original.detach()
+    p = torch.sigmoid(s)
+    expected = (x.sum(0).expand(4, 6) * w + 3.0 / 24) * p * (1 - p)
+    assert torch.allclose(slot.logits.grad, expected, atol=1e-6)
+    m.after_step(5)
+
+
+def test_bad_recipe_options_are_usage_errors():
+    with pytest.raises(UsageError, match="recipe"):
+        SupermaskMethod(0.9, recipe="magic")
+    with pytest.raises(UsageError, match="ramp_end"):
+        SupermaskMethod(0.9, ramp_end=0.8, harden_at=0.5)
