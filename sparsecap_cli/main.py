@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
-from sparsecap_cli.commands import caption, data, evaluate, inspect, train
+from sparsecap_cli.commands import caption, data, evaluate, inspect, sweep, train
 from sparsecap_cli.render import err_console
 from sparsecap_engine import __version__
 from sparsecap_engine.errors import SparsecapError
@@ -38,6 +39,8 @@ app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("caption")(caption.caption)
 app.command("inspect")(inspect.inspect)
+app.command("sweep")(sweep.sweep)
+app.command("sweep-measure", hidden=True)(sweep.sweep_measure)
 app.add_typer(data.app, name="data")
 
 
@@ -72,7 +75,7 @@ def run(argv: list[str] | None = None) -> None:
     except SparsecapError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True, markup=True)
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line unless --debug
         if debug:

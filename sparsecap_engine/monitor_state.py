@@ -8,7 +8,8 @@ No UI here: the TUI and the plain-text snapshot render a :class:`RunState`; both
   status-line data). Folding is per event and cheap, rendering is per poll: a 100,000-event log opens in well under
   a second.
 * :func:`resolve_monitor_path`, :func:`find_runs`, :class:`RunsWatch` list a root of runs (status, model, method,
-  target sparsity, best CIDEr-D).
+  target sparsity, best CIDEr-D). :func:`resolve_monitor_path` also recognises a sweep folder (``plan.json`` of format
+  ``sparsecap-sweep/1``) and a folder of sweeps; their state lives in :mod:`sparsecap_engine.sweep_state`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from sparsecap_engine.errors import RunError
 
 EVENTS_FILE = "events.jsonl"
 CONFIG_FILE = "config.toml"
+PLAN_FILE = "plan.json"  # a sweep folder's plan (see sparsecap_engine.sweep_state)
+SWEEP_FORMAT = "sparsecap-sweep/1"
 _TRAIN_PREFIX = b'{"kind": "train"'  # how EventLog starts every train line (fast path of the runs listing)
 
 
@@ -478,34 +481,75 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-# ---- roots of runs ---------------------------------------------------------------------------------------------
+# ---- roots of runs (and sweeps) -------------------------------------------------------------------------------
+def sweep_format(path: Path) -> str | None:
+    """The ``format`` of a sweep folder's plan.json (``sparsecap-sweep/…``), None when ``path`` is not a sweep."""
+    try:
+        plan = json.loads((Path(path) / PLAN_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    fmt = plan.get("format") if isinstance(plan, dict) else None
+    return fmt if isinstance(fmt, str) and fmt.startswith("sparsecap-sweep/") else None
+
+
+def is_sweep_dir(path: Path) -> bool:
+    """A sweep folder holds a plan.json of a ``sparsecap-sweep/…`` format (its events.jsonl is the sweep's own)."""
+    return (Path(path) / PLAN_FILE).is_file() and sweep_format(path) is not None
+
+
 def is_run_dir(path: Path) -> bool:
-    """A run directory holds config.toml or events.jsonl."""
-    return (path / CONFIG_FILE).is_file() or (path / EVENTS_FILE).is_file()
+    """A run directory holds config.toml or events.jsonl (and is not a sweep folder)."""
+    return ((path / CONFIG_FILE).is_file() or (path / EVENTS_FILE).is_file()) and not is_sweep_dir(path)
+
+
+def _children(root: Path) -> list[Path]:
+    try:
+        return sorted(p for p in Path(root).iterdir() if p.is_dir())
+    except OSError:
+        return []
 
 
 def find_runs(root: Path) -> list[Path]:
     """Run directories directly under ``root``, by name."""
-    try:
-        children = sorted(p for p in Path(root).iterdir() if p.is_dir())
-    except OSError:
-        return []
-    return [p for p in children if is_run_dir(p)]
+    return [p for p in _children(root) if is_run_dir(p)]
 
 
-def resolve_monitor_path(path: Path) -> tuple[Literal["run", "root"], Path]:
-    """Is ``path`` one run or a folder of runs? A wrong path raises :class:`RunError` with a one-line message."""
+def find_sweeps(root: Path) -> list[Path]:
+    """Sweep folders directly under ``root``, by name."""
+    return [p for p in _children(root) if is_sweep_dir(p)]
+
+
+MonitorKind = Literal["run", "root", "sweep", "sweeps"]
+
+
+def _check_sweep(path: Path) -> tuple[MonitorKind, Path]:
+    fmt = sweep_format(path)
+    if fmt != SWEEP_FORMAT:
+        raise RunError(f"unsupported sweep format {fmt} in {path / PLAN_FILE} (this sparsecap reads {SWEEP_FORMAT})")
+    return "sweep", path
+
+
+def resolve_monitor_path(path: Path) -> tuple[MonitorKind, Path]:
+    """Is ``path`` one run, a folder of runs, a sweep folder or a folder of sweeps? A wrong path raises
+    :class:`RunError` with a one-line message. A folder holding both runs and sweeps lists its runs."""
     path = Path(path)
-    if path.name == EVENTS_FILE and path.is_file():
-        return "run", path.parent
+    if path.name in (EVENTS_FILE, PLAN_FILE) and path.is_file():
+        if is_sweep_dir(path.parent):
+            return _check_sweep(path.parent)
+        if path.name == EVENTS_FILE:
+            return "run", path.parent
     if not path.exists():
         raise RunError(f"no run or runs folder at {path}")
     if not path.is_dir():
         raise RunError(f"not a run directory or a folder of runs: {path}")
+    if is_sweep_dir(path):
+        return _check_sweep(path)
     if is_run_dir(path):
         return "run", path
     if find_runs(path) or not any(path.iterdir()):
         return "root", path
+    if find_sweeps(path):
+        return "sweeps", path
     raise RunError(f"not a run directory or a folder of runs (no config.toml or events.jsonl): {path}")
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,8 +14,10 @@ import typer
 from typer.testing import CliRunner
 
 from sparsecap_cli.commands.monitor import monitor
+from sparsecap_cli.tui.sweep_text import RESULTS_NOTE
 from sparsecap_engine.errors import RunError, UsageError
 from tests.monitor_fixtures import T0, event, write_run
+from tests.sweep_fixtures import write_sweep
 
 app = typer.Typer()
 app.command()(monitor)
@@ -90,7 +96,14 @@ def test_wrong_paths_are_one_line_run_errors(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="not a run directory"):
         runner.invoke(app, [str(tmp_path / "stuff"), "--json"], catch_exceptions=False)
     with pytest.raises(UsageError):
-        runner.invoke(app, [str(tmp_path), "--json", "--once"], catch_exceptions=False)
+        runner.invoke(app, [str(tmp_path), "--once", "--interval", "0"], catch_exceptions=False)
+
+
+def test_once_json_is_json(tmp_path: Path) -> None:
+    write_run(tmp_path, "a", steps=200, done=200)
+    assert json.loads(invoke(str(tmp_path / "a"), "--once", "--json")) == json.loads(
+        invoke(str(tmp_path / "a"), "--json")
+    )
 
 
 def test_registered_as_sparsecap_monitor() -> None:
@@ -119,3 +132,161 @@ def test_once_shows_sparsity_extras(tmp_path: Path) -> None:
     (run / "events.jsonl").write_text(sparsity)
     out = invoke(str(run), "--once")
     assert "  reached yes · nnz 12,345 · all_params 0.9012\n" in out
+
+
+# ---- sweeps ----------------------------------------------------------------------------------------------------
+def test_once_on_a_sweep(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, t0=time.time() - 1300)  # the running cell started 100 s ago
+    lines = invoke(str(sweep), "--once").splitlines()
+    assert lines[0] == "sweep paper  [running]  4/7 cells done · 1 running · 2 pending · 1 failed · 1 target-missed"
+    assert lines[1] == (
+        "  methods dense, supermask, gradual, snip  ·  sparsity 95%, 97.5%  ·  "
+        "budget dense 600 + fine-tune 200 steps  ·  jobs 1 (local)"
+    )
+    cells = lines[lines.index("cells") + 1 : lines.index("cells") + 9]
+    assert cells[0].split() == ["cell", "method", "target", "status", "steps", "time", "message"]
+    assert cells[1].split() == ["dense", "dense", "—", "completed", "600", "5m00s"]
+    assert cells[3].split() == [
+        "supermask-0.975",
+        "supermask",
+        "97.5%",
+        "target-missed",
+        "800",
+        "6m40s",
+        "reached",
+        "93.1%",
+        "of",
+        "target",
+        "97.5%",
+    ]
+    assert cells[4].split()[:6] == ["gradual-0.95", "gradual", "95%", "failed", "800", "12s"]
+    assert re.fullmatch(r"gradual-0\.975 +gradual +97\.5% +running +150/800 +1m4\ds", cells[5].strip())
+    assert cells[6].split() == ["snip-0.95", "snip", "95%", "pending", "800", "—"]
+    at = lines.index("results  (" + RESULTS_NOTE + ")")
+    assert lines[at + 1].split() == [
+        "method",
+        "target",
+        "sparsity",
+        "CIDEr",
+        "BLEU-4",
+        "size",
+        "latency",
+        "wall",
+        "status",
+    ]
+    assert lines[at + 2].split() == [
+        "dense",
+        "—",
+        "0.00%",
+        "0.679",
+        "0.301",
+        "3.46",
+        "MB",
+        "1.00×",
+        "5m00s",
+        "completed",
+    ]
+    assert lines[at + 3].split() == [
+        "supermask",
+        "95%",
+        "95.01%",
+        "0.668",
+        "0.297",
+        "246",
+        "kB",
+        "0.41×",
+        "7m00s",
+        "completed",
+    ]
+    assert lines[at + 4].split()[-1] == "target-missed" and lines[at + 5] == ""
+    plot = lines[lines.index("CIDEr vs sparsity") + 1 :]
+    assert plot == [
+        "  dense      0.679 (all sparsities)",
+        "  supermask  93.12% → 0.642 · 95.01% → 0.668",
+        "  gradual    (no results yet)",
+        "  snip       (no results yet)",
+    ]
+    assert all(line == line.rstrip() for line in lines)
+
+
+def test_once_json_on_a_sweep(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, t0=time.time() - 1300)
+    data = json.loads(invoke(str(sweep), "--once", "--json"))
+    assert data["kind"] == "sweep" and data["format"] == "sparsecap-sweep/1" and data["name"] == "paper"
+    assert data["status"] == "running" and (data["done"], data["total"]) == (4, 7)
+    assert data["counts"]["running"] == 1 and data["counts"]["pending"] == 2 and data["counts"]["failed"] == 1
+    cells = {c["id"]: c for c in data["cells"]}
+    assert list(cells) == [
+        "dense",
+        "supermask-0.95",
+        "supermask-0.975",
+        "gradual-0.95",
+        "gradual-0.975",
+        "snip-0.95",
+        "snip-0.975",
+    ]
+    assert set(cells["dense"]) == {
+        "id",
+        "method",
+        "target",
+        "run",
+        "steps",
+        "budget",
+        "depends",
+        "planned",
+        "status",
+        "message",
+        "action",
+        "started",
+        "ended",
+        "wall_s",
+        "elapsed_s",
+        "progress",
+    }
+    running = cells["gradual-0.975"]
+    assert running["status"] == "running" and running["progress"] == {
+        "step": 150,
+        "total": 800,
+        "run_status": "running",
+    }
+    assert 99 <= running["elapsed_s"] < 160
+    assert cells["gradual-0.95"]["message"] == "RuntimeError: out of memory" and cells["snip-0.95"]["elapsed_s"] is None
+    assert [r["cell"] for r in data["results"]] == ["dense", "supermask-0.95", "supermask-0.975"]
+    assert data["results"][1]["CIDEr"] == 0.668 and data["results"][1]["latency_vs_dense"] == 0.41
+    assert data["dense"]["CIDEr"] == 0.679
+    assert data["plot"] == {
+        "x": "sparsity",
+        "y": "CIDEr",
+        "dense": 0.679,
+        "methods": {
+            "supermask": [
+                {"cell": "supermask-0.975", "sparsity": 0.9312, "cider": 0.642, "status": "target-missed"},
+                {"cell": "supermask-0.95", "sparsity": 0.9501, "cider": 0.668, "status": "completed"},
+            ],
+            "gradual": [],
+            "snip": [],
+        },
+    }
+    assert json.loads(invoke(str(sweep), "--json"))["cells"][0] == data["cells"][0]
+
+
+def test_a_folder_of_sweeps(tmp_path: Path) -> None:
+    write_sweep(tmp_path, "paper", runs=False)
+    table = invoke(str(tmp_path), "--once").splitlines()
+    assert table[0].split()[:6] == ["sweep", "status", "cells", "done", "running", "failed"]
+    assert table[1].split() == ["paper", "running", "4/7", "1", "1", "1", "supermask-0.95", "CIDEr", "0.668"]
+    data = json.loads(invoke(str(tmp_path), "--json"))
+    assert data["sweeps"][0]["name"] == "paper" and data["sweeps"][0]["done"] == 4
+
+
+def test_sweep_through_the_executable(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, runs=False)
+    exe = str(Path(sys.executable).parent / "sparsecap")
+    res = subprocess.run([exe, "monitor", str(sweep), "--once", "--json"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["counts"]["target-missed"] == 1
+    res = subprocess.run([exe, "monitor", str(sweep), "--once"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.startswith("sweep paper  [running]")
+    (sweep / "plan.json").write_text(json.dumps({"format": "sparsecap-sweep/9", "cells": []}))
+    res = subprocess.run([exe, "monitor", str(sweep), "--once"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "unsupported sweep format sparsecap-sweep/9" in res.stderr + res.stdout

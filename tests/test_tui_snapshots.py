@@ -16,7 +16,8 @@ from textual.widgets import Input
 
 from sparsecap_cli.tui.app import MonitorApp
 from sparsecap_cli.tui.attach import JobHandle
-from tests.monitor_fixtures import write_run
+from tests.monitor_fixtures import T0, write_run
+from tests.sweep_fixtures import write_sweep
 
 PRUNE = {"method": "gradual", "sparsity": 0.9}
 Snap = Callable[..., bool]
@@ -67,3 +68,9 @@ def test_stop_or_detach_dialog(snap_compare: Snap, tmp_path: Path) -> None:
     finally:
         handle.stop()
         handle.wait()
+
+
+def test_sweep_screen(snap_compare: Snap, tmp_path: Path) -> None:
+    """A sweep halfway: cells with status colours, three results rows, the CIDEr-vs-sparsity plot (clock fixed)."""
+    sweep = write_sweep(tmp_path)
+    assert snap_compare(MonitorApp(sweep, "sweep", clock=lambda: T0 + 1300), terminal_size=(120, 40))

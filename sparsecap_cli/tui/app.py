@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Literal
 
 from textual.app import App
 from textual.binding import Binding
@@ -11,11 +11,15 @@ from textual.screen import Screen
 
 from sparsecap_cli.tui.attach import JobHandle
 from sparsecap_cli.tui.screens import HelpScreen, RunScreen, RunsScreen, StopScreen
+from sparsecap_cli.tui.sweep import SweepScreen, SweepsScreen
 from sparsecap_cli.tui.widgets import StatusLine
+from sparsecap_engine.monitor_state import MonitorKind
+from sparsecap_engine.sweep_state import Clock
 
 
 class MonitorApp(App[str | None]):
-    """Follow one run (``kind="run"``) or a root of runs (``kind="root"``).
+    """Follow one run (``kind="run"``), a root of runs (``kind="root"``), a sweep folder (``kind="sweep"``) or a
+    folder of sweeps (``kind="sweeps"``). ``clock`` dates the running cells of a sweep (tests fix it).
 
     With a ``job`` attached (``train --tui``), quitting asks whether to stop the job or detach from it; the app's
     return value is ``"stopped"``, ``"detach"`` or None.
@@ -31,20 +35,26 @@ class MonitorApp(App[str | None]):
     def __init__(
         self,
         path: Path,
-        kind: Literal["run", "root"] = "run",
+        kind: MonitorKind = "run",
         interval: float = 0.5,
         job: JobHandle | None = None,
+        clock: Clock = time.time,
     ) -> None:
         super().__init__()
         self.path = Path(path)
         self.kind = kind
         self.interval = interval
         self.job = job
+        self.clock = clock
         self._job_seen_done = False
 
     def get_default_screen(self) -> Screen:
         if self.kind == "root":
             return RunsScreen(self.path, self.interval)
+        if self.kind == "sweep":
+            return SweepScreen(self.path, self.interval, clock=self.clock)
+        if self.kind == "sweeps":
+            return SweepsScreen(self.path, self.interval, clock=self.clock)
         note = "job attached · q: stop or detach" if self.job is not None else ""
         return RunScreen(self.path, self.interval, note=note)
 

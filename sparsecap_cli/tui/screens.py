@@ -32,12 +32,14 @@ HELP = """\
   [b]sparsity[/b]      overall vs target, a heat strip (one cell per pruned tensor: blue dense,
                 red pruned) and the per-layer table
   [b]samples[/b]       the latest validation images, generated captions and references
+  [b]sweep[/b]         (a sweep folder) cells with status, results table, CIDEr vs sparsity
 
 [b]keys[/b]
   [b]tab[/b] / [b]shift+tab[/b]   next / previous pane
   [b]c[/b]                 next curve   ([b]1[/b]–[b]9[/b] pick one; [b]←[/b] [b]→[/b] in the curves pane)
   [b]/[/b]                 filter layers by name ([b]enter[/b] apply, [b]esc[/b] clear)
-  [b]escape[/b]            back to the runs list
+  [b]enter[/b]             open the selected run (runs list) or cell's run (sweep)
+  [b]escape[/b]            back to the runs list or the sweep
   [b]?[/b]                 this help
   [b]q[/b]                 quit (with an attached job: stop it or detach)
 

@@ -1,0 +1,60 @@
+"""What a sweep measures of a finished cell, in one process (one torch import): test-split scores (greedy decoding,
+pycocoevalcap BLEU/METEOR/ROUGE-L/CIDEr, SPICE off), the exported fp16 sparse checkpoint's size and the CPU latency of
+greedily captioning one image (batch 1, 1 thread, median of ``repeat``). Run by ``sparsecap sweep-measure RUN``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sparsecap_engine.checkpoint.atomic import atomic_write_text
+from sparsecap_engine.progress import Progress, no_progress
+from sparsecap_engine.recipes.sweep import METRICS
+from sparsecap_engine.recipes.sweep_results import MEASURE_FILE
+
+EXPORT_FILE = Path("export") / "model-fp16.safetensors"
+
+
+def measure_run(run_path: Path, repeat: int = 20, device: str = "auto", metrics: list[str] | None = None,
+                progress: Progress = no_progress) -> dict[str, Any]:
+    """Evaluate, export and time the run's final checkpoint (pruned, else best, else last); writes
+    ``<run>/export/measure.json`` and ``<run>/export/model-fp16.safetensors`` and returns the measurements."""
+    from sparsecap_engine.checkpoint.inspect_report import bench_report
+    from sparsecap_engine.checkpoint.model_io import load_model
+    from sparsecap_engine.checkpoint.sparse import export_sparse, resolve_checkpoint
+    from sparsecap_engine.evaluation import evaluate_run
+    from sparsecap_engine.pruning.report import sparsity_report
+
+    run_path = Path(run_path)
+    t0 = time.perf_counter()
+    ckpt = resolve_checkpoint(run_path)
+    report = evaluate_run(run_path, "test", None, ckpt.stem, list(metrics or METRICS), device=device, progress=progress)
+    t_eval = time.perf_counter() - t0
+    out = run_path / EXPORT_FILE
+    export_sparse(ckpt, out, "fp16")
+    bench = bench_report(ckpt, threads=1, repeat=repeat)
+    model, _, _ = load_model(ckpt)
+    tensors = sparsity_report(model, masks={})["tensors"]
+    numel = sum(t["numel"] for t in tensors.values())
+    nnz = sum(t["nnz"] for t in tensors.values())
+    sparse = float(bench["sparse_ms"]) if bench.get("converted_layers") else float(bench["dense_ms"])
+    result = {
+        "checkpoint": str(ckpt),
+        "split": "test",
+        "images": report.n_images,
+        "scores": report.scores,
+        "unavailable": report.unavailable,
+        "eval_dir": str(report.out_dir),
+        "export": str(out),
+        "size_bytes": out.stat().st_size,
+        #: the deployed path: CSR kernels for the layers sparse enough, dense ones otherwise
+        "latency_ms": sparse,
+        "bench": bench,
+        "prunable": {"numel": numel, "nnz": nnz},
+        "eval_s": round(t_eval, 2),
+        "total_s": round(time.perf_counter() - t0, 2),
+    }
+    atomic_write_text(run_path / MEASURE_FILE, json.dumps(result, indent=1, default=float))
+    return result
