@@ -36,7 +36,7 @@ class Traced(SupermaskMethod):
 
     def after_step(self, step: int) -> None:
         super().after_step(step)
-        self.trace.append(self.sparsity())
+        self.trace.append(self.sparsity())  # robust: after the threshold moved to the next step's schedule
         if (step + 1) % max(1, self.total_steps // 10) == 0:
             flat = torch.cat([t.detach().reshape(-1) for t in self.logits()]).float()
             self.hists[step + 1] = torch.histc(flat.clamp(-10, 10), bins=80, min=-10, max=10).tolist()
@@ -72,10 +72,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--sparsity", type=float, default=0.975)
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--skip-toy", action="store_true")
+    ap.add_argument("--recipes", default="paper,robust", help="comma list of recipes for the real run")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"toy": [], "real": []}
-    for steps in (40, 200, 1000):
+    for steps in () if args.skip_toy else (40, 200, 1000):
         for name, opts in (("paper", PAPER_TOY), ("robust", {})):
             r = run_toy(steps, **opts)
             row = {"recipe": name, "steps": steps, **summary(r["trace"], 0.8), "logit_mean": r["logit_mean"][-1]}
@@ -83,7 +85,7 @@ def main() -> None:
             print(f"toy {name:6s} {steps:5d} steps: first crossing {row['first_crossing']}, "
                   f"sparsity {row['at']}, final {row['final']:.3f} (target 0.8), logit mean {row['logit_mean']:.1f}")
     if not args.skip_real:
-        for recipe in ("paper", "robust"):
+        for recipe in args.recipes.split(","):
             r = real_run(recipe, args.steps, args.sparsity, args.out)
             results["real"].append(r)
             print(f"real {recipe:6s} {args.steps} steps: first crossing {r['first_crossing']}, sparsity {r['at']}, "

@@ -15,7 +15,7 @@ from smp_toy import run_toy  # noqa: E402
 
 from sparsecap_engine.errors import UsageError  # noqa: E402
 from sparsecap_engine.pruning.methods import SupermaskMethod  # noqa: E402
-from sparsecap_engine.pruning.smp_control import DensityController, cubic_target  # noqa: E402
+from sparsecap_engine.pruning.smp_control import cubic_target, keep_threshold  # noqa: E402
 
 PAPER_TOY = {"recipe": "paper", "mask_lr": 10.0, "sparsity_weight": 120.0}
 
@@ -27,11 +27,10 @@ def test_robust_recipe_lands_on_the_toy_target_with_the_frozen_layer_dense(steps
     assert r["sparsity"] == pytest.approx(0.8, abs=0.05)
     method = r["method"]
     assert method.hardened_at == round(0.75 * steps)
-    # before hardening the controller already tracks the target (no collapse, no crawl) from 200 steps on
-    if steps >= 200:
-        before = r["trace"][method.hardened_at - 2]
-        assert before == pytest.approx(0.8, abs=0.1)
-    assert max(r["trace"]) < 0.95  # never collapses towards "prune everything"
+    # every step follows the schedule (to one weight of 172): no crawl, no stampede, no overshoot
+    for step, s, scheduled in method.history:
+        assert abs(s - scheduled) <= 1.5 / 172, (step, s, scheduled)
+    assert max(r["trace"]) <= 0.8 + 1 / 172
 
 
 def test_paper_recipe_on_its_toy_protocol_collapses():
@@ -52,20 +51,58 @@ def test_cubic_target_schedule_values():
     assert all(b >= a for a, b in zip(vals, vals[1:], strict=False))
 
 
-def test_controller_raises_lambda_when_too_dense_and_lowers_it_when_too_sparse():
-    c = DensityController(0.9, 100, ramp_end=0.5, gain=0.2)
-    c.update(10, 0.5)  # not seeded: nothing happens
-    assert c.lam == 0.0
-    c.seed([torch.tensor([0.0, 1e-6, 2e-6, 3e-6])], numel=4, init=5.0)
-    p = 1 / (1 + math.exp(-5))
-    assert c.lam == pytest.approx(4 * 2e-6 / (p * (1 - p)), rel=1e-5)  # median of the non-zero |g|
-    lam0 = c.lam
-    c.update(60, 0.5)  # schedule wants density 0.1 at step 61: far too dense → λ × e^0.2
-    assert c.lam == pytest.approx(lam0 * math.exp(0.2))
-    c.update(60, 0.05)  # too sparse by half → λ × e^-0.1
-    assert c.lam == pytest.approx(lam0 * math.exp(0.2 - 0.1))
-    c.update(60, 0.1)  # on target → unchanged
-    assert c.lam == pytest.approx(lam0 * math.exp(0.1))
+def test_keep_threshold_keeps_exactly_k_across_tensors():
+    torch.manual_seed(0)
+    logits = [torch.randn(7, 5), torch.randn(30)]
+    n = 65
+    for sparsity in (0.0, 0.3, 0.8, 0.99, 0.999):
+        tau = keep_threshold(logits, sparsity)
+        kept = sum(int((t > tau).sum()) for t in logits)
+        assert kept == round((1 - sparsity) * n), sparsity
+
+
+def test_training_masks_sample_around_the_threshold():
+    """Bernoulli(σ(s − τ)) in training, [s > τ] in eval: the threshold shifts both."""
+    torch.manual_seed(0)
+    lin = nn.Linear(200, 200, bias=False)
+    m = SupermaskMethod(0.5, total_steps=100)
+    m.attach(lin)
+    with torch.no_grad():
+        lin.parametrizations.weight.original.fill_(1.0)
+        m.logits()[0].fill_(3.0)
+    slot = m.masks.slots["weight"]
+    slot.shift = 3.0 + math.log(3.0)  # σ(s − τ) = σ(−log 3) = 1/4
+    lin.train()
+    m.masks.begin_step()
+    rate = float((lin.weight != 0).float().mean())
+    m.masks.end_step()
+    assert rate == pytest.approx(0.25, abs=0.01)
+    lin.eval()
+    assert float((lin.weight != 0).float().mean()) == 0.0  # 3 < τ: pruned in eval
+    slot.shift = 2.9
+    assert float((lin.weight != 0).float().mean()) == 1.0
+
+
+def test_robust_gradient_is_the_caption_loss_through_the_shifted_sigmoid():
+    """∂L/∂s_i = σ'(s_i − τ)·w_i·∂L/∂(w⊙m)_i (straight-through), no sparsity loss term."""
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 4, bias=False)
+    m = SupermaskMethod(0.5, total_steps=10)
+    m.attach(lin)
+    slot = m.masks.slots["weight"]
+    with torch.no_grad():
+        slot.logits.normal_()
+    lin.eval()
+    m.before_step(8)  # past the ramp: τ keeps half
+    tau = slot.shift
+    assert int((slot.logits > tau).sum()) == 12
+    assert m.extra_loss(8) is None
+    x = torch.randn(3, 6)
+    lin(x).sum().backward()
+    s, w = slot.logits.detach(), lin.parametrizations.weight.original.detach()
+    p = torch.sigmoid(s - tau)
+    assert torch.allclose(slot.logits.grad, x.sum(0).expand(4, 6) * w * p * (1 - p), atol=1e-6)
+    m.masks.end_step()
 
 
 def test_robust_auto_lr_and_eps_follow_the_run_length():
@@ -105,28 +142,6 @@ def test_hardening_keeps_exactly_the_top_logits_globally():
     assert m.extra_loss(8) is None
     m.after_step(8)
     assert m.hardened_at == 7 and m.sparsity() == pytest.approx(1 - keep / flat.numel())
-
-
-def test_robust_recipe_density_penalty_gradient():
-    """∂(λ·D)/∂s_i = λ·σ'(s_i)/N on top of the caption loss's gradient (straight-through)."""
-    torch.manual_seed(0)
-    lin = nn.Linear(6, 4, bias=False)
-    m = SupermaskMethod(0.5, total_steps=10)
-    m.attach(lin)
-    m.control.log_lam = math.log(3.0)
-    slot = m.masks.slots["weight"]
-    with torch.no_grad():
-        slot.logits.normal_()
-    lin.eval()
-    m.before_step(5)
-    x = torch.randn(3, 6)
-    loss = lin(x).sum() + m.extra_loss(5)
-    loss.backward()
-    s, w = slot.logits.detach(), lin.parametrizations.weight.original.detach()
-    p = torch.sigmoid(s)
-    expected = (x.sum(0).expand(4, 6) * w + 3.0 / 24) * p * (1 - p)
-    assert torch.allclose(slot.logits.grad, expected, atol=1e-6)
-    m.after_step(5)
 
 
 def test_bad_recipe_options_are_usage_errors():

@@ -20,7 +20,6 @@ from sparsecap_engine.config import RunConfig, load_toml
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.recipes import sweep_launch
 from sparsecap_engine.recipes.sweep import (
-    DEFAULT_CONFIG,
     FORMAT,
     CellState,
     SweepOptions,
@@ -56,16 +55,35 @@ def plan_of(tmp_path: Path, methods=("dense", "supermask", "gradual", "magnitude
 
 
 def test_default_grid_is_the_papers(tmp_path: Path):
-    plan = plan_sweep(base_config(), tmp_path / "paper", SweepOptions())
+    cfg, grid = base_config()  # the packaged base config and its [sweep] table
+    plan = plan_sweep(cfg, tmp_path / "paper", SweepOptions(finetune_steps=grid["finetune_steps"]))
     assert len(plan.cells) == 1 + 5 * 4
     assert plan.cells[0].id == "dense"
     assert [c.id for c in plan.cells[1:5]] == ["supermask-0.95", "supermask-0.975", "supermask-0.9875",
                                                "supermask-0.991"]
     assert {c.method for c in plan.cells} == {"dense", "supermask", "gradual", "magnitude", "lottery", "snip"}
-    cfg = load_toml(DEFAULT_CONFIG)  # the packaged base config
-    assert (cfg.model.preset, cfg.train.steps, cfg.train.batch_size) == ("ud-small", 600, 16)
-    assert (cfg.train.val_every, cfg.train.val_images) == (200, 100)
-    assert plan.budget == {"dense": 600, "finetune": 200, "prune_train": 800, "lottery_retrain": 800}
+    assert grid["methods"] == list(SweepOptions().methods) and grid["sparsity"] == list(SweepOptions().sparsity)
+    assert (cfg.model.preset, cfg.train.steps, cfg.train.batch_size) == ("ud-small", 400, 16)
+    assert (cfg.train.val_every, cfg.train.val_images, cfg.optim.warmup) == (130, 100, 50)
+    assert plan.budget == {"dense": 400, "finetune": 130, "prune_train": 530, "lottery_retrain": 530}
+
+
+@pytest.mark.parametrize("name", ["ud-sweep", "ort-sweep"])
+def test_coco_recipes_plan_the_papers_table(tmp_path: Path, name: str):
+    cfg, grid = base_config(Path(__file__).parents[1] / "configs" / "coco" / f"{name}.toml")
+    plan = plan_sweep(cfg, tmp_path / name, SweepOptions(methods=grid["methods"], sparsity=grid["sparsity"],
+                                                         finetune_steps=grid["finetune_steps"]))
+    assert len(plan.cells) == 21
+    assert cfg.model.preset == ("ud-paper" if name == "ud-sweep" else "ort-paper")
+    assert cfg.data.features == "auto" and cfg.train.device == "cuda"
+    assert plan.budget == {"dense": 113280, "finetune": 75520, "prune_train": 188800, "lottery_retrain": 188800}
+
+
+def test_sweep_table_rejects_unknown_keys(tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[sweep]\nmethod = ["dense"]\n')
+    with pytest.raises(UsageError, match="unknown \\[sweep\\] key 'method'"):
+        base_config(bad)
 
 
 def test_step_budgets_dense_vs_dense_plus_finetune(tmp_path: Path):

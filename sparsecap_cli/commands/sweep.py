@@ -16,14 +16,25 @@ DEFAULT_SPARSITY = "0.95,0.975,0.9875,0.991"
 
 def sweep(
     name: str = typer.Option("paper", "--name", "-n", help="Sweep name: the folder <sweeps-root>/<name>."),
-    methods: str = typer.Option(DEFAULT_METHODS, "--methods", help="Comma list of dense and pruning methods."),
-    sparsity: str = typer.Option(DEFAULT_SPARSITY, "--sparsity", "-s", help="Comma list of target sparsities."),
+    methods: str | None = typer.Option(
+        None, "--methods", help=f"Comma list of dense and pruning methods [default: {DEFAULT_METHODS}]."
+    ),
+    sparsity: str | None = typer.Option(
+        None, "--sparsity", "-s", help=f"Comma list of target sparsities [default: {DEFAULT_SPARSITY}]."
+    ),
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="Base config TOML (default: the packaged sweep_default.toml)."
+        None, "--config", "-c",
+        help="Base config TOML (default: the packaged sweep_default.toml); its optional [sweep] table sets methods, "
+        "sparsity, finetune_steps and metrics (flags win).",
     ),
     steps: int | None = typer.Option(None, "--steps", help="Dense steps D (default: the config's train.steps)."),
-    finetune_steps: int | None = typer.Option(None, "--finetune-steps", help="Fine-tune steps F (default: D // 3)."),
-    metrics: str = typer.Option("bleu,meteor,rouge,cider", "--metrics", help="Test metrics of every cell."),
+    finetune_steps: int | None = typer.Option(
+        None, "--finetune-steps",
+        help="Fine-tune steps F (default: the config's [sweep] finetune_steps; D // 3 with --steps).",
+    ),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help="Test metrics of every cell [default: bleu,meteor,rouge,cider]."
+    ),
     sets: list[str] | None = typer.Option(None, "--set", help="Base config key: section.key=value (repeatable)."),
     sweeps_root: Path = typer.Option(Path("sweeps"), "--sweeps-root", help="Folder that holds sweep folders."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Cells run at once (CPU threads are divided between them)."),
@@ -51,21 +62,32 @@ def sweep(
     """
     from sparsecap_cli.commands.common import build_config
     from sparsecap_engine.errors import RunError, UsageError
-    from sparsecap_engine.recipes.sweep import DEFAULT_CONFIG, SweepOptions, dry_run_lines, plan_sweep, prepare_folder
+    from sparsecap_engine.recipes.sweep import SweepOptions, base_config, dry_run_lines, plan_sweep, prepare_folder
     from sparsecap_engine.recipes.sweep_run import run_sweep, threads_for
 
-    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    file_cfg, grid = base_config(config)
+
+    def listed(flag: str | None, key: str, default: str) -> list[str]:
+        if flag is not None:
+            return [v.strip() for v in flag.split(",") if v.strip()]
+        value = grid.get(key, default)
+        return [str(v).strip() for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()]
+
+    method_list = listed(methods, "methods", DEFAULT_METHODS)
     try:
-        sparsity_list = [float(s) for s in sparsity.split(",") if s.strip()]
+        sparsity_list = [float(s) for s in listed(sparsity, "sparsity", DEFAULT_SPARSITY)]
     except ValueError:
         raise UsageError(f"--sparsity expects comma-separated numbers, got {sparsity!r}") from None
+    if finetune_steps is None and steps is None and "finetune_steps" in grid:  # a new D without F: F = D // 3
+        finetune_steps = int(grid["finetune_steps"])
+    metric_list = listed(metrics, "metrics", "bleu,meteor,rouge,cider")
     if launcher not in ("local", "slurm", "submitit-local"):
         raise UsageError(f"unknown launcher {launcher!r}; choose from local, slurm")
     opts = SweepOptions(methods=method_list, sparsity=sparsity_list, finetune_steps=finetune_steps, jobs=jobs,
                         launcher=launcher, overwrite=overwrite, slurm_partition=slurm_partition,
                         slurm_time=slurm_time, slurm_gpus=slurm_gpus, slurm_cpus=slurm_cpus,
-                        metrics=[m.strip() for m in metrics.split(",") if m.strip()])
-    base = build_config(config or DEFAULT_CONFIG, {"train.steps": steps}, sets)
+                        metrics=metric_list)
+    base = build_config(None, {"train.steps": steps}, sets, base=file_cfg)
     plan = plan_sweep(base, sweeps_root / name, opts, name)
     if dry_run:
         prepare_folder(plan, overwrite)

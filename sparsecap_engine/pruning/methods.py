@@ -26,7 +26,7 @@ from sparsecap_engine.pruning.criteria import CRITERIA, GradualSchedule, select,
 from sparsecap_engine.pruning.io import save_pruned, summary
 from sparsecap_engine.pruning.masks import MaskSet, Supermask, attach, kept_count
 from sparsecap_engine.pruning.report import nnz_within, sparsity_report
-from sparsecap_engine.pruning.smp_control import DensityController
+from sparsecap_engine.pruning.smp_control import cubic_target, keep_threshold
 
 METHODS: dict[str, type[PruneMethod]] = {}
 
@@ -147,17 +147,18 @@ class PruneMethod:
 
 @register_method("supermask")
 class SupermaskMethod(PruneMethod):
-    """Supermask pruning (SMP, Tan et al. 2021): ``w ⊙ m``, ``m ~ Bernoulli(σ(s))`` in training, ``round(σ(s))`` in
-    eval (straight-through), the mask logits ``s`` learnt end to end with a sparsity term. Two recipes:
+    """Supermask pruning (SMP, Tan et al. 2021): ``w ⊙ m`` with mask logits ``s`` learnt end to end, ``m ~
+    Bernoulli(σ(s − τ))`` in training and ``m = [s > τ]`` in eval (straight-through). Two recipes:
 
-    ``robust`` (default, ``smp_control.py``): density penalty ``λ_t·Σround(σ(s))/N`` with ``λ_t`` tracking a cubic
-    target schedule that reaches ``s_target`` at ``ramp_end·T``; mask Adam with eps ``1e-16`` and lr
-    ``init/(cross·T)``; at ``harden_at·T`` the masks freeze to the top ``(1 − s_target)·N`` logits (one global
-    threshold, so SMP's learnt per-layer allocation stays) and the weights fine-tune with fixed masks to the end —
-    the reference's ``mask_freeze`` fine-tuning folded into the run, so the target is met exactly.
+    ``robust`` (default, ``smp_control.py``): ``τ_t`` is the global logit quantile that keeps exactly the scheduled
+    density ``1 − s*(t)`` (cubic, reaching ``s_target`` at ``ramp_end·T``), so no loss weight to tune; the logits
+    (init ``5 + 0.001·N(0, 1)``, the noise only breaks ties) learn from the caption loss alone with Adam, eps 1e-16
+    and lr ``init/(cross·T)``; at ``harden_at·T`` the masks freeze to ``[s > τ]`` (exactly the target's NNZ, one
+    global threshold, so SMP's learnt per-layer allocation stays) and the weights fine-tune with fixed masks to the
+    end — the reference's ``mask_freeze`` fine-tuning folded into the run.
 
-    ``paper`` (the reference's exact recipe): ``L = L_caption + λ·(1 − a_t)·|s_target − S|``, ``S = 1 − Σ
-    round(σ(s))/N``, ``a_t = (1 + cos(π·min(1, t/T)))/2``, ``λ`` auto (−1) ``max(5, 0.5/(1 − s_target))`` for
+    ``paper`` (the reference's exact recipe, ``τ = 0``): ``L = L_caption + λ·(1 − a_t)·|s_target − S|``, ``S = 1 −
+    Σ round(σ(s))/N``, ``a_t = (1 + cos(π·min(1, t/T)))/2``, ``λ`` auto (−1) ``max(5, 0.5/(1 − s_target))`` for
     Up-Down, ``max(5, 1.5/(1 − s_target))`` otherwise; mask Adam lr 100, eps 1e-2, init 5, no schedule. Mask
     gradients are not clipped (the recipe clips the scheduled groups only; they are far below the reference's 0.1).
     """
@@ -176,7 +177,6 @@ class SupermaskMethod(PruneMethod):
         ramp_end: float = 0.5,
         harden_at: float = 0.75,
         cross: float = 0.1,
-        gain: float = 0.2,
         **kw: Any,
     ):
         super().__init__(sparsity, **kw)
@@ -193,20 +193,25 @@ class SupermaskMethod(PruneMethod):
         self.mask_lr = float(mask_lr) if mask_lr > 0 else auto_lr
         self.mask_eps = float(mask_eps) if mask_eps > 0 else (1e-16 if robust else 1e-2)
         self.sparsity_weight = float(sparsity_weight)
+        self.ramp_end = float(ramp_end)
         self.harden_step = int(round(harden_at * self.total_steps)) if robust else None
-        self.control = DensityController(self.target, self.total_steps, ramp_end, gain) if robust else None
         self.hardened_at: int | None = None
-        self.history: list[tuple[int, float, float, float]] = []  # (step, sparsity, scheduled, λ) per step
+        self.history: list[tuple[int, float, float]] = []  # robust: (step, sparsity, scheduled) per step
         self._loss_info: tuple[Tensor, float, Tensor] | None = None
 
     def _attach_args(self) -> dict[str, Any]:
         return {"init": self.mask_init}
 
     def setup(self) -> None:
-        if self.recipe == "paper" and self.sparsity_weight < 0:
-            name = (getattr(self.model, "config", None) or {}).get("name", "")
-            factor = 0.5 if name == "updown" else 1.5
-            self.sparsity_weight = max(5.0, factor / (1.0 - self.target))
+        if self.recipe == "paper":
+            if self.sparsity_weight < 0:
+                name = (getattr(self.model, "config", None) or {}).get("name", "")
+                factor = 0.5 if name == "updown" else 1.5
+                self.sparsity_weight = max(5.0, factor / (1.0 - self.target))
+            return
+        with torch.no_grad():
+            for t in self.logits():
+                t.add_(torch.randn_like(t), alpha=1e-3)  # ties broken at random: the quantile keeps exactly k
 
     def logits(self) -> list[Tensor]:
         return [slot.logits for slot in self.masks.slots.values()]
@@ -224,28 +229,33 @@ class SupermaskMethod(PruneMethod):
     def hardened(self) -> bool:
         return self.hardened_at is not None
 
+    def scheduled(self, step: int) -> float:
+        """robust: the sparsity ``s*(t)`` the threshold keeps at step ``t``."""
+        return cubic_target(step, self.total_steps, self.target, self.ramp_end)
+
+    def _set_threshold(self, step: int) -> None:
+        tau = keep_threshold(self.logits(), self.scheduled(step))
+        for slot in self.masks.slots.values():
+            slot.shift = tau
+        self._tau_step = step
+
+    def before_step(self, step: int) -> None:
+        if self.recipe == "robust" and not self.hardened and getattr(self, "_tau_step", None) != step:
+            self._set_threshold(step)  # first step (or a resumed run): after_step keeps it current otherwise
+        super().before_step(step)
+
     def anneal(self, step: int) -> float:
         """paper: ``1 − a_t``, the weight's cosine ramp from 0 (start) to 1 (end of training)."""
         return 1.0 - (1.0 + math.cos(math.pi * min(1.0, step / self.total_steps))) / 2.0
 
-    def _kept(self) -> Tensor:
-        slots = list(self.masks.slots.values())
-        # the count comes from the same node as the sampled weight when the forward pass used it (one σ'(s) pass)
-        return torch.stack([k if (k := slot.step_kept()) is not None else kept_count(slot.logits)
-                            for slot in slots]).sum()
-
     def extra_loss(self, step: int) -> Tensor | None:
-        if self.hardened:
-            return None
-        numel = sum(slot.logits.numel() for slot in self.masks.slots.values())
-        if self.control is not None:
-            if self.control.log_lam is None:
-                return None  # step 0: caption-loss gradients alone seed λ_0
-            density = self._kept() / numel
-            loss = density * self.control.lam
-            self._loss_info = (density.detach(), self.control.target_at(step), loss.detach())
-            return loss
-        s_now = 1.0 - self._kept() / numel
+        if self.recipe == "robust":
+            return None  # the threshold sets the sparsity; the logits learn from the caption loss alone
+        slots = list(self.masks.slots.values())
+        numel = sum(slot.logits.numel() for slot in slots)
+        # the count comes from the same node as the sampled weight when the forward pass used it (one σ'(s) pass)
+        kept = torch.stack([k if (k := slot.step_kept()) is not None else kept_count(slot.logits) for slot in slots])
+        s_now = 1.0 - kept.sum() / numel
         raw = (self.target - s_now).abs()
         ramp = self.anneal(step)
         loss = raw * (self.sparsity_weight * ramp)
@@ -254,52 +264,38 @@ class SupermaskMethod(PruneMethod):
 
     def after_step(self, step: int) -> None:
         super().after_step(step)
-        if self.control is None or self.hardened:
+        if self.recipe != "robust" or self.hardened:
             return
-        if self.control.log_lam is None:
-            grads = [t.grad for t in self.logits() if t.grad is not None]
-            numel = sum(t.numel() for t in self.logits())
-            self.control.seed(grads or [torch.zeros(1)], numel, self.mask_init)
-        s = self.sparsity()
-        self.control.update(step, 1.0 - s)
-        self.history.append((step + 1, s, self.control.target_at(step + 1), self.control.lam))
         if step + 1 >= self.harden_step:
             self.harden(step + 1)
+            return
+        self._set_threshold(step + 1)  # hard masks between steps (validation, checkpoints) follow the schedule
+        self.history.append((step + 1, self.sparsity(), self.scheduled(step + 1)))
 
     def harden(self, step: int) -> None:
         """Freeze every mask to the globally top ``(1 − s_target)·N`` logits (exactly the target's NNZ)."""
-        slots = list(self.masks.slots.values())
-        flat = torch.cat([slot.logits.detach().reshape(-1) for slot in slots])
-        keep = int(round((1.0 - self.target) * flat.numel()))
-        mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-        if keep > 0:
-            mask[torch.topk(flat, keep, sorted=False).indices] = True
-        at = 0
-        for slot in slots:
-            n = slot.logits.numel()
-            slot.fix(mask[at : at + n].view_as(slot.logits))
-            at += n
+        tau = keep_threshold(self.logits(), self.target)
+        for slot in self.masks.slots.values():
+            slot.shift = tau
+            slot.fix(slot.logits.detach() > tau)
         self.hardened_at = step
 
     @property
     def loss_info(self) -> dict[str, float]:
         if self._loss_info is None:
             return {}
-        a, b, scaled = self._loss_info
-        if self.control is not None:
-            return {"density": float(a), "scheduled_sparsity": b, "lambda": self.control.lam,
-                    "sparsity_loss_scaled": float(scaled)}
-        return {"sparsity_loss": float(a), "anneal": b, "sparsity_loss_scaled": float(scaled)}
+        raw, ramp, scaled = self._loss_info
+        return {"sparsity_loss": float(raw), "anneal": ramp, "sparsity_loss_scaled": float(scaled)}
 
     def report(self, step: int) -> dict[str, Any]:
         body = super().report(step)
         body["recipe"] = self.recipe
-        if self.control is None:
+        if self.recipe == "paper":
             body["sparsity_weight"] = self.sparsity_weight
+            body.update(self.loss_info)
         else:
-            body["scheduled"] = self.control.target_at(step)
+            body["scheduled"] = self.scheduled(step)
             body["hardened_at"] = self.hardened_at
-        body.update(self.loss_info)
         return body
 
 

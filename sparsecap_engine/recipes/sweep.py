@@ -20,12 +20,13 @@ import json
 import shlex
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sparsecap_engine.checkpoint.atomic import atomic_write_text
-from sparsecap_engine.config import RunConfig, load_toml, to_toml
+from sparsecap_engine.config import RunConfig, to_toml
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.runs import read_events
 
@@ -216,9 +217,26 @@ def _cell(base: RunConfig, folder: Path, method: str, s: float, d: int, f: int) 
                 cfg.to_dict(), str(folder))
 
 
-def base_config(config_file: Path | None = None) -> RunConfig:
-    """The sweep's base config: ``config_file``, else the packaged ``sweep_default.toml``."""
-    return load_toml(Path(config_file) if config_file else DEFAULT_CONFIG)
+#: keys of a sweep config's optional ``[sweep]`` table (the grid; flags given on the command line win)
+SWEEP_KEYS = ("methods", "sparsity", "finetune_steps", "metrics")
+
+
+def base_config(config_file: Path | None = None) -> tuple[RunConfig, dict[str, Any]]:
+    """The sweep's base run config and its ``[sweep]`` table: ``config_file``, else the packaged
+    ``sweep_default.toml``. A ``[sweep]`` table holds the grid (``methods``, ``sparsity`` as lists, ``finetune_steps``,
+    ``metrics``) so a file such as ``configs/coco/ud-sweep.toml`` describes a whole experiment."""
+    path = Path(config_file) if config_file else DEFAULT_CONFIG
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: invalid TOML ({exc})") from None
+    grid = data.pop("sweep", {})
+    unknown = sorted(set(grid) - set(SWEEP_KEYS))
+    if unknown:
+        raise UsageError(f"{path}: unknown [sweep] key {unknown[0]!r}; valid keys: {', '.join(SWEEP_KEYS)}")
+    return RunConfig.from_dict(data, str(path)), grid
 
 
 # --- the plan on disk -------------------------------------------------------------------------------------------
