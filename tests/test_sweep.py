@@ -535,3 +535,18 @@ def test_tiny_sweep_end_to_end_then_rerun_skips(tmp_path: Path):
     assert time.monotonic() - t0 < 20
     assert sum(e["kind"] == "cell_start" for e in events_of(folder)) == starts == 5
     assert [r["cell"] for r in json.loads(again.stdout)] == cells
+
+
+def test_paper_table_bolds_the_best_completed_cell_and_marks_misses():
+    from sparsecap_engine.recipes.sweep_results import paper_table
+
+    rows = [{"method": "dense", "target": 0.0, "CIDEr": 0.5, "status": "completed", "nnz": 100},
+            {"method": "supermask", "target": 0.95, "CIDEr": 0.49, "status": "completed", "nnz": 5},
+            {"method": "gradual", "target": 0.95, "CIDEr": 0.3, "status": "completed", "nnz": 5},
+            {"method": "supermask", "target": 0.99, "CIDEr": 0.6, "status": "target-missed", "nnz": 1},
+            {"method": "gradual", "target": 0.99, "CIDEr": 0.2, "status": "completed", "nnz": 1}]
+    lines = paper_table(rows)
+    assert lines[0] == "Test CIDEr (dense baseline 0.500):"
+    assert lines[2] == "| sparsity | NNZ | supermask | gradual |"
+    assert lines[4] == "| 95.00% | 5 | **0.490** | 0.300 |"
+    assert lines[5] == "| 99.00% | 1 | 0.600 (target-missed) | **0.200** |"  # a missed target never wins

@@ -34,7 +34,17 @@ def prune(
     ),
     freeze: str | None = typer.Option(None, "--freeze", help="Comma list of name prefixes left dense."),
     min_density: float | None = typer.Option(None, "--min-density", help="Keep at least this density per layer."),
-    recipe: str | None = typer.Option(None, "--recipe", help="supermask: robust | paper (default robust)."),
+    recipe: str | None = typer.Option(
+        None, "--recipe",
+        help="supermask: robust (a scheduled global logit threshold, then fixed masks) | paper (the reference's "
+        "sparsity loss) (default robust; see README 'Supermask recipes').",
+    ),
+    ramp_end: float | None = typer.Option(
+        None, "--ramp-end", help="supermask robust: fraction of the run where the target is reached (0.5)."
+    ),
+    harden_at: float | None = typer.Option(
+        None, "--harden-at", help="supermask robust: fraction of the run where the masks freeze (0.75)."
+    ),
     mask_init: float | None = typer.Option(None, "--mask-init", help="supermask: initial logit (5.0)."),
     mask_lr: float | None = typer.Option(
         None, "--mask-lr", help="supermask: Adam lr of the mask logits (-1 = the recipe's)."
@@ -43,7 +53,7 @@ def prune(
         None, "--mask-eps", help="supermask: Adam eps of the mask logits (-1 = the recipe's)."
     ),
     sparsity_weight: float | None = typer.Option(
-        None, "--sparsity-weight", help="supermask: sparsity loss weight (-1 = auto: max(5, c/(1-s)))."
+        None, "--sparsity-weight", help="supermask --recipe paper: loss weight (-1 = auto: max(5, c/(1-s)))."
     ),
     prune_start: int | None = typer.Option(None, "--prune-start", help="gradual: first pruning step (T/15)."),
     prune_end: int | None = typer.Option(None, "--prune-end", help="gradual: last pruning step (T/2)."),
@@ -97,6 +107,8 @@ def prune(
         "freeze": [p.strip() for p in freeze.split(",") if p.strip()] if freeze is not None else None,
         "min_density": min_density,
         "recipe": recipe,
+        "ramp_end": ramp_end,
+        "harden_at": harden_at,
         "mask_init": mask_init,
         "mask_lr": mask_lr,
         "mask_eps": mask_eps,

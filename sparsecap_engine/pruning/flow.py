@@ -30,7 +30,7 @@ from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.pruning.criteria import CRITERIA, select
 from sparsecap_engine.pruning.io import masks_path, read_masks_for, save_masks, summary
 from sparsecap_engine.pruning.masks import in_scope, prunable
-from sparsecap_engine.pruning.methods import METHODS, PruneMethod, build_method
+from sparsecap_engine.pruning.methods import METHODS, PruneMethod, SupermaskMethod, build_method
 from sparsecap_engine.pruning.report import sparsity_report, write_report
 from sparsecap_engine.runs import RunDir
 from sparsecap_engine.text.vocab import Vocab
@@ -102,6 +102,11 @@ class PruneOptions:
             raise UsageError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
         if not 0.0 <= self.sparsity < 1.0:
             raise UsageError(f"--sparsity must be in [0, 1), got {self.sparsity}")
+        if self.recipe not in SupermaskMethod.RECIPES:
+            raise UsageError(f"unknown --recipe {self.recipe!r}; choose from {', '.join(SupermaskMethod.RECIPES)}")
+        if not 0.0 < self.ramp_end <= self.harden_at <= 1.0:
+            raise UsageError(f"supermask needs 0 < --ramp-end ≤ --harden-at ≤ 1, got {self.ramp_end} and "
+                             f"{self.harden_at}")
         if self.method in NEEDS_SOURCE and not self.source:
             raise UsageError(f"--method {self.method} prunes a trained model: give --from RUN")
         if self.rounds < 1:

@@ -135,6 +135,7 @@ def results_markdown(plan: SweepPlan, rows: list[dict[str, Any]], messages: dict
         "latency ms | × dense | wall s | status |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    lines[6:6] = [*paper_table(rows), ""]
     for r in rows:
         target = "–" if r["method"] == "dense" else f"{r['target']:.2%}"
         lines.append(
@@ -147,6 +148,36 @@ def results_markdown(plan: SweepPlan, rows: list[dict[str, Any]], messages: dict
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
+
+
+def paper_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The paper's layout: test CIDEr with one row per target sparsity and one column per method (best in bold),
+    the dense baseline in the heading; a cell that missed its target or failed is marked."""
+    dense = next((r for r in rows if r["method"] == "dense"), None)
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "dense"]
+    targets = sorted({r["target"] for r in rows if r["method"] != "dense"})
+    if not methods:
+        return []
+    by = {(r["method"], r["target"]): r for r in rows}
+    base = _num(dense["CIDEr"], ".3f") if dense else "–"
+    out = [f"Test CIDEr (dense baseline {base}):", "",
+           "| sparsity | NNZ | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for t in targets:
+        cells = [by.get((m, t)) for m in methods]
+        scores = [c["CIDEr"] for c in cells if c and c["CIDEr"] is not None and c["status"] == "completed"]
+        best = max(scores) if scores else None
+        nnz = next((c["nnz"] for c in cells if c and c["nnz"] is not None), None)
+        parts = []
+        for c in cells:
+            if c is None or c["CIDEr"] is None:
+                parts.append("–" if c is None else c["status"])
+                continue
+            text = f"{c['CIDEr']:.3f}"
+            if c["status"] != "completed":
+                text += f" ({c['status']})"
+            parts.append(f"**{text}**" if c["CIDEr"] == best and c["status"] == "completed" else text)
+        out.append(f"| {t:.2%} | {_num(nnz, ',')} | " + " | ".join(parts) + " |")
+    return out
 
 
 # --- plots ------------------------------------------------------------------------------------------------------
@@ -232,14 +263,25 @@ def layer_sparsity(plan: SweepPlan, rows: list[dict[str, Any]]) -> dict[str, dic
 
 
 def heatmap_png(labels: list[str], columns: list[str], values: list[list[float]], title: str) -> bytes:
-    """Rows × tensors heat map of sparsity in [0, 1] (missing values blank)."""
-    fig = _figure(max(6.0, 1.5 + 0.32 * len(columns)), 2.2 + 0.4 * len(labels))
+    """Rows × tensors heat map of sparsity (missing values blank), coloured by the kept fraction ``1 − s`` on a log
+    scale so 99 % and 99.9 % differ as much as 90 % and 99 % do; each cell is labelled with its sparsity."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    fig = _figure(max(6.0, 1.5 + 0.5 * len(columns)), 2.4 + 0.45 * len(labels))
     ax = fig.add_subplot(1, 1, 1)
-    image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    kept = np.array([[np.nan if v is None or (isinstance(v, float) and math.isnan(v)) else max(1e-4, 1.0 - v)
+                      for v in row] for row in values], dtype=float)
+    image = ax.imshow(kept, aspect="auto", cmap="viridis", norm=LogNorm(vmin=1e-4, vmax=1.0), interpolation="nearest")
+    for i, row in enumerate(values):
+        for j, v in enumerate(row):
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                ax.text(j, i, f"{v:.1%}" if v < 0.999 else f"{v:.2%}", ha="center", va="center", fontsize=5,
+                        color="white" if kept[i, j] < 0.03 else "black")
     ax.set_yticks(range(len(labels)), labels=labels, fontsize=8)
     ax.set_xticks(range(len(columns)), labels=columns, fontsize=6, rotation=90)
     ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, label="sparsity", fraction=0.03)
+    fig.colorbar(image, ax=ax, label="kept fraction 1 − sparsity (log)", fraction=0.03)
     return _png(fig)
 
 

@@ -150,7 +150,7 @@ def _run_sweep(plan: SweepPlan, opts: SweepOptions, progress: Progress) -> Sweep
     ran: list[str] = []
     interrupted = False
     try:
-        paths = write_results(plan, rows, messages, plots=not (folder / "plots" / "cider_vs_sparsity.png").is_file())
+        paths = write_results(plan, rows, messages, plots=True)  # all plots redrawn (a rerun after an upgrade)
         progress("sweep", len(status), total)
         while pending or running:
             for cell in list(pending):
