@@ -77,6 +77,11 @@ def test_training_masks_sample_around_the_threshold():
     rate = float((lin.weight != 0).float().mean())
     m.masks.end_step()
     assert rate == pytest.approx(0.25, abs=0.01)
+    slot.scale = 2.0  # sharpened: σ(2·(−log 3)) = 1/10
+    m.masks.begin_step()
+    assert float((lin.weight != 0).float().mean()) == pytest.approx(0.1, abs=0.01)
+    m.masks.end_step()
+    slot.scale = 1.0
     lin.eval()
     assert float((lin.weight != 0).float().mean()) == 0.0  # 3 < τ: pruned in eval
     slot.shift = 2.9
@@ -149,3 +154,12 @@ def test_bad_recipe_options_are_usage_errors():
         SupermaskMethod(0.9, recipe="magic")
     with pytest.raises(UsageError, match="ramp_end"):
         SupermaskMethod(0.9, ramp_end=0.8, harden_at=0.5)
+
+
+def test_sharpening_schedule_goes_from_one_to_sharpen_at_the_ramp_end():
+    m = SupermaskMethod(0.9, total_steps=100, sharpen=16.0)
+    assert m.sharpness(0) == 1.0 and m.sharpness(25) == pytest.approx(4.0) and m.sharpness(50) == 16.0
+    assert m.sharpness(90) == 16.0
+    assert SupermaskMethod(0.9, total_steps=100).sharpness(50) == 1.0  # off by default
+    with pytest.raises(UsageError, match="sharpen"):
+        SupermaskMethod(0.9, sharpen=0.5)

@@ -550,3 +550,19 @@ def test_paper_table_bolds_the_best_completed_cell_and_marks_misses():
     assert lines[2] == "| sparsity | NNZ | supermask | gradual |"
     assert lines[4] == "| 95.00% | 5 | **0.490** | 0.300 |"
     assert lines[5] == "| 99.00% | 1 | 0.600 (target-missed) | **0.200** |"  # a missed target never wins
+
+
+def test_caption_diversity_flags_generic_cells(tmp_path: Path):
+    from sparsecap_engine.recipes.sweep_measure import caption_diversity
+    from sparsecap_engine.recipes.sweep_results import generic, paper_table
+
+    caps = tmp_path / "captions.json"
+    caps.write_text(json.dumps([{"image_id": i, "caption": "a red ball" if i < 6 else f"cap {i}"} for i in range(10)]))
+    assert caption_diversity(caps) == {"distinct": 5, "top_share": 0.6}
+    assert caption_diversity(tmp_path / "missing.json") is None
+    assert generic({"top_caption_share": 0.6}) and not generic({"top_caption_share": 0.2}) and not generic({})
+    rows = [{"method": "dense", "target": 0.0, "CIDEr": 0.5, "status": "completed", "nnz": 9, "top_caption_share": 0.1},
+            {"method": "supermask", "target": 0.9, "CIDEr": 0.4, "status": "completed", "nnz": 1,
+             "top_caption_share": 1.0}]
+    lines = paper_table(rows)
+    assert lines[4] == "| 90.00% | 1 | **0.400†** |" and lines[-1].startswith("† one caption")

@@ -110,8 +110,9 @@ class _Supermask(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, w: Tensor, logits: Tensor, sample: bool, shift: float = 0.0) -> tuple[Tensor, Tensor]:
-        p = torch.sigmoid(logits - shift) if shift else torch.sigmoid(logits)
+    def forward(ctx, w: Tensor, logits: Tensor, sample: bool, shift: float = 0.0,
+                scale: float = 1.0) -> tuple[Tensor, Tensor]:
+        p = torch.sigmoid((logits - shift) * scale) if shift or scale != 1.0 else torch.sigmoid(logits)
         # a float mask: w * m and g * m are cheaper than torch.where on CPU, worth the extra saved bytes
         m = torch.bernoulli(p) if sample else (logits > shift).to(p.dtype)
         kept = torch.count_nonzero(logits > shift).to(logits.dtype)
@@ -132,7 +133,7 @@ class _Supermask(torch.autograd.Function):
             else:
                 gs = torch.addcmul(g_kept.to(w.dtype), g_w, w)
             gs.mul_(torch.addcmul(p, p, p, value=-1.0))  # σ'(s) = p − p² in one pass
-        return gw, gs, None, None
+        return gw, gs, None, None, None
 
 
 class _KeptCount(torch.autograd.Function):
@@ -224,6 +225,8 @@ class Supermask(MaskBase):
         self.fixed: Tensor | None = None
         #: the global threshold ``τ``: keep iff ``s > τ``, sample ``Bernoulli(σ(s − τ))`` (0 in the paper's recipe)
         self.shift = 0.0
+        #: the sampling sharpness ``κ``: ``Bernoulli(σ(κ(s − τ)))`` (1 in the paper's recipe)
+        self.scale = 1.0
 
     def hard(self) -> Tensor:
         return self.fixed if self.fixed is not None else self.logits.detach() > self.shift
@@ -249,17 +252,17 @@ class Supermask(MaskBase):
         return self._kept if self.in_step and self._cache is not None else None
 
     def _versions(self) -> tuple:
-        return (self.logits._version, self.fixed is not None, self.shift)
+        return (self.logits._version, self.fixed is not None, self.shift, self.scale)
 
     def _compute(self, w: Tensor) -> Tensor:
         if self.fixed is not None:
             return torch.where(self.fixed if self.fixed.device == w.device else self.fixed.to(w.device), w, 0.0)
         logits = self.logits if self.logits.device == w.device else self.logits.to(w.device)
         if torch.is_grad_enabled():
-            out, self._kept = _Supermask.apply(w, logits, self.training, self.shift)
+            out, self._kept = _Supermask.apply(w, logits, self.training, self.shift, self.scale)
             return out
         if self.training:
-            return torch.where(torch.rand_like(logits) < torch.sigmoid(logits - self.shift), w, 0.0)
+            return torch.where(torch.rand_like(logits) < torch.sigmoid((logits - self.shift) * self.scale), w, 0.0)
         return torch.where(logits > self.shift, w, 0.0)
 
 

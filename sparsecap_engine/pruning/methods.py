@@ -155,7 +155,9 @@ class SupermaskMethod(PruneMethod):
     (init ``5 + 0.001·N(0, 1)``, the noise only breaks ties) learn from the caption loss alone with Adam, eps 1e-16
     and lr ``init/(cross·T)``; at ``harden_at·T`` the masks freeze to ``[s > τ]`` (exactly the target's NNZ, one
     global threshold, so SMP's learnt per-layer allocation stays) and the weights fine-tune with fixed masks to the
-    end — the reference's ``mask_freeze`` fine-tuning folded into the run.
+    end — the reference's ``mask_freeze`` fine-tuning folded into the run. ``sharpen`` κ > 1 (``--set
+    prune.sharpen=10``) samples ``Bernoulli(σ(κ_t(s − τ)))`` with ``κ_t`` growing geometrically from 1 to κ at the
+    ramp's end (less sampling noise near the threshold; measured: no clear gain, so off by default).
 
     ``paper`` (the reference's exact recipe, ``τ = 0``): ``L = L_caption + λ·(1 − a_t)·|s_target − S|``, ``S = 1 −
     Σ round(σ(s))/N``, ``a_t = (1 + cos(π·min(1, t/T)))/2``, ``λ`` auto (−1) ``max(5, 0.5/(1 − s_target))`` for
@@ -177,6 +179,7 @@ class SupermaskMethod(PruneMethod):
         ramp_end: float = 0.5,
         harden_at: float = 0.75,
         cross: float = 0.1,
+        sharpen: float = 1.0,
         **kw: Any,
     ):
         super().__init__(sparsity, **kw)
@@ -194,6 +197,9 @@ class SupermaskMethod(PruneMethod):
         self.mask_eps = float(mask_eps) if mask_eps > 0 else (1e-16 if robust else 1e-2)
         self.sparsity_weight = float(sparsity_weight)
         self.ramp_end = float(ramp_end)
+        if sharpen < 1.0:
+            raise UsageError(f"supermask sharpen must be ≥ 1, got {sharpen}")
+        self.sharpen = float(sharpen)
         self.harden_step = int(round(harden_at * self.total_steps)) if robust else None
         self.hardened_at: int | None = None
         self.history: list[tuple[int, float, float]] = []  # robust: (step, sparsity, scheduled) per step
@@ -233,10 +239,16 @@ class SupermaskMethod(PruneMethod):
         """robust: the sparsity ``s*(t)`` the threshold keeps at step ``t``."""
         return cubic_target(step, self.total_steps, self.target, self.ramp_end)
 
+    def sharpness(self, step: int) -> float:
+        """robust: ``κ_t``, from 1 at step 0 to ``sharpen`` at the end of the ramp (geometric)."""
+        x = min(1.0, step / max(1.0, self.ramp_end * self.total_steps))
+        return self.sharpen**x
+
     def _set_threshold(self, step: int) -> None:
         tau = keep_threshold(self.logits(), self.scheduled(step))
+        kappa = self.sharpness(step)
         for slot in self.masks.slots.values():
-            slot.shift = tau
+            slot.shift, slot.scale = tau, kappa
         self._tau_step = step
 
     def before_step(self, step: int) -> None:

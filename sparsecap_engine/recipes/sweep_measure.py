@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,24 @@ def measure_run(run_path: Path, repeat: int = 20, device: str = "auto", metrics:
         "latency_ms": sparse,
         "bench": bench,
         "prunable": {"numel": numel, "nnz": nnz},
+        "diversity": caption_diversity(report.out_dir / "captions.json"),
         "eval_s": round(t_eval, 2),
         "total_s": round(time.perf_counter() - t0, 2),
     }
     atomic_write_text(run_path / MEASURE_FILE, json.dumps(result, indent=1, default=float))
     return result
+
+
+def caption_diversity(captions_json: Path) -> dict[str, float] | None:
+    """How image-grounded a run's test captions are: ``distinct`` captions and the ``top_share`` of images given the
+    most common one (a model that ignores its input writes one caption for everything, yet can score CIDEr 0.3–0.4
+    on the embedded data)."""
+    try:
+        items = json.loads(Path(captions_json).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    caps = [str(i.get("caption", "")) for i in items if isinstance(i, dict)]
+    if not caps:
+        return None
+    counts = Counter(caps)
+    return {"distinct": len(counts), "top_share": round(counts.most_common(1)[0][1] / len(caps), 4)}

@@ -15,7 +15,10 @@ from sparsecap_engine.checkpoint.atomic import atomic_write_bytes, atomic_write_
 from sparsecap_engine.recipes.sweep import Cell, SweepPlan
 
 ROW_KEYS = ("cell", "method", "target", "status", "sparsity", "nnz", "numel", "steps", "budget", "CIDEr", "Bleu_4",
-            "METEOR", "ROUGE_L", "size_bytes", "latency_ms", "latency_vs_dense", "wall_s")
+            "METEOR", "ROUGE_L", "distinct_captions", "top_caption_share", "size_bytes", "latency_ms",
+            "latency_vs_dense", "wall_s")
+#: a cell whose most common test caption covers at least this share of the images is flagged as not image-grounded
+GENERIC_SHARE = 0.5
 SCORE_KEYS = ("CIDEr", "Bleu_4", "METEOR", "ROUGE_L")
 #: what a cell measures after its run (written by ``measure_run`` in the cell's run directory)
 MEASURE_FILE = Path("export") / "measure.json"
@@ -44,6 +47,13 @@ def make_row(cell: Cell, status: str, wall_s: float | None, measure: dict[str, A
     for key in SCORE_KEYS:
         value = scores.get(key)
         row[key] = float(value) if isinstance(value, (int, float)) else None
+    diversity = measure.get("diversity")
+    if diversity is None and measure.get("eval_dir"):  # measured before diversity was recorded
+        from sparsecap_engine.recipes.sweep_measure import caption_diversity
+
+        diversity = caption_diversity(Path(measure["eval_dir"]) / "captions.json")
+    if diversity:
+        row["distinct_captions"], row["top_caption_share"] = diversity["distinct"], diversity["top_share"]
     row["size_bytes"] = measure.get("size_bytes")
     row["latency_ms"] = measure.get("latency_ms")
     if cell.method == "dense":
@@ -131,9 +141,9 @@ def results_markdown(plan: SweepPlan, rows: list[dict[str, Any]], messages: dict
         f"for {d + f} steps (= dense {d} + fine-tune {f}); **magnitude** prunes the dense run and fine-tunes "
         f"{f} steps; **lottery** prunes the dense run, rewinds to its init and retrains {d + f} steps.",
         "",
-        "| cell | method | steps (budget) | target | sparsity | NNZ | CIDEr | BLEU-4 | METEOR | ROUGE-L | size | "
-        "latency ms | × dense | wall s | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cell | method | steps (budget) | target | sparsity | NNZ | CIDEr | BLEU-4 | METEOR | ROUGE-L | distinct "
+        "captions | top caption share | size | latency ms | × dense | wall s | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines[6:6] = [*paper_table(rows), ""]
     for r in rows:
@@ -141,7 +151,8 @@ def results_markdown(plan: SweepPlan, rows: list[dict[str, Any]], messages: dict
         lines.append(
             f"| {r['cell']} | {r['method']} | {r['budget']} | {target} | {_num(r['sparsity'], '.2%')} | "
             f"{_num(r['nnz'], ',')} | {_num(r['CIDEr'], '.3f')} | {_num(r['Bleu_4'], '.3f')} | "
-            f"{_num(r['METEOR'], '.3f')} | {_num(r['ROUGE_L'], '.3f')} | {human_size(r['size_bytes'])} | "
+            f"{_num(r['METEOR'], '.3f')} | {_num(r['ROUGE_L'], '.3f')} | {_num(r.get('distinct_captions'), ',')} | "
+            f"{_num(r.get('top_caption_share'), '.0%')} | {human_size(r['size_bytes'])} | "
             f"{_num(r['latency_ms'], '.1f')} | {_num(r['latency_vs_dense'], '.2f')} | {_num(r['wall_s'], '.0f')} | "
             f"{r['status']} |")
     notes = [f"- `{cid}`: {msg}" for cid, msg in messages.items() if msg]
@@ -159,7 +170,7 @@ def paper_table(rows: list[dict[str, Any]]) -> list[str]:
     if not methods:
         return []
     by = {(r["method"], r["target"]): r for r in rows}
-    base = _num(dense["CIDEr"], ".3f") if dense else "–"
+    base = (_num(dense["CIDEr"], ".3f") + ("†" if generic(dense) else "")) if dense else "–"
     out = [f"Test CIDEr (dense baseline {base}):", "",
            "| sparsity | NNZ | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for t in targets:
@@ -172,12 +183,21 @@ def paper_table(rows: list[dict[str, Any]]) -> list[str]:
             if c is None or c["CIDEr"] is None:
                 parts.append("–" if c is None else c["status"])
                 continue
-            text = f"{c['CIDEr']:.3f}"
+            text = f"{c['CIDEr']:.3f}" + ("†" if generic(c) else "")
             if c["status"] != "completed":
                 text += f" ({c['status']})"
             parts.append(f"**{text}**" if c["CIDEr"] == best and c["status"] == "completed" else text)
         out.append(f"| {t:.2%} | {_num(nnz, ',')} | " + " | ".join(parts) + " |")
+    if any(generic(r) for r in rows):
+        out += ["", f"† one caption for ≥ {GENERIC_SHARE:.0%} of the test images: the model is not image-grounded and "
+                "its CIDEr is that of a generic caption, not a comparison of pruning methods."]
     return out
+
+
+def generic(row: dict[str, Any] | None) -> bool:
+    """Did the cell write (nearly) one caption for every test image?"""
+    share = (row or {}).get("top_caption_share")
+    return isinstance(share, (int, float)) and share >= GENERIC_SHARE
 
 
 # --- plots ------------------------------------------------------------------------------------------------------

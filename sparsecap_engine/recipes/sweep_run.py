@@ -121,6 +121,12 @@ def _run_sweep(plan: SweepPlan, opts: SweepOptions, progress: Progress) -> Sweep
     actions = plan_actions(plan, opts.overwrite)
     rows = {} if opts.overwrite else load_rows(folder)
     rows = {cid: r for cid, r in rows.items() if cid in actions}
+    for cell in plan.cells:  # finished cells: rows rebuilt from what their runs left (new columns after an upgrade)
+        old = rows.get(cell.id)
+        if old is not None and actions[cell.id].kind == "skip" and old["status"] in FINAL:
+            run = folder / cell.run
+            rows[cell.id] = make_row(cell, old["status"], old.get("wall_s"), read_json(run / MEASURE_FILE),
+                                     read_json(run / "sparsity.json"))
     messages = {} if opts.overwrite else last_messages(folder)
     threads = threads_for(opts)
     status: dict[str, str] = {cid: rows[cid]["status"] for cid, a in actions.items() if a.kind == "skip"}
