@@ -63,7 +63,7 @@ def real_run(recipe: str, steps: int, sparsity: float, out: Path) -> dict:
     res = train(cfg, run, hooks=method)
     return {"recipe": recipe, **summary(method.trace, sparsity), "val_cider": res.last_metrics.get("CIDEr-D"),
             "wall_s": round(time.perf_counter() - t0, 1), "trace": method.trace, "hists": method.hists,
-            "lambda": [h[3] for h in method.history]}
+            "scheduled": [h[2] for h in method.history]}
 
 
 def main() -> None:
@@ -107,6 +107,9 @@ def plot(results: dict, path: Path, target: float) -> None:
     ax = axes[0][0]
     for r in real:
         ax.plot(range(1, len(r["trace"]) + 1), r["trace"], label=f"{r['recipe']} (final {r['final']:.3f})")
+        if r.get("scheduled"):
+            ax.plot(range(1, len(r["scheduled"]) + 1), r["scheduled"], ls=":", lw=1, color="grey",
+                    label="robust schedule s*(t)")
     ax.axhline(target, color="k", ls="--", lw=0.8, label=f"target {target}")
     ax.set_xlabel("step")
     ax.set_ylabel("sparsity (hard masks)")

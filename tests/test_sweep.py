@@ -4,10 +4,10 @@ end to end through the executable."""
 
 from __future__ import annotations
 
-import _thread
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -406,7 +406,7 @@ def test_ctrl_c_interrupts_running_cells_and_rerun_resumes(tmp_path: Path, fake:
                                                            monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("FAKE_HANG", "dense,gradual-0.5")
     monkeypatch.setattr(sweep_launch, "INTERRUPT_GRACE_S", 10.0)
-    timer = threading.Timer(1.5, _thread.interrupt_main)
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))  # a real Ctrl-C also breaks blocking waits
     timer.start()
     t0 = time.monotonic()
     try:
