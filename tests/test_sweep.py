@@ -406,13 +406,17 @@ def test_ctrl_c_interrupts_running_cells_and_rerun_resumes(tmp_path: Path, fake:
                                                            monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("FAKE_HANG", "dense,gradual-0.5")
     monkeypatch.setattr(sweep_launch, "INTERRUPT_GRACE_S", 10.0)
-    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))  # a real Ctrl-C also breaks blocking waits
+    # Python's own Ctrl-C handler (an earlier test in the session may have left another one installed), then a real
+    # SIGINT, which also breaks blocking waits
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     t0 = time.monotonic()
     try:
         result, _ = fake_sweep(tmp_path, ("dense", "gradual"), (0.5,), jobs=2)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - t0 < 15
     assert result.status == "interrupted"
     assert {r["cell"]: r["status"] for r in result.rows} == {"dense": "interrupted", "gradual-0.5": "interrupted"}
