@@ -133,15 +133,19 @@ def _merge(current: Any, values: dict[str, Any], where: str) -> Any:
     return dataclasses.replace(current, **values)
 
 
-def load_toml(path: Path) -> RunConfig:
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is a one-line usage error."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"config file not found: {path}")
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML ({exc})") from None
-    return RunConfig.from_dict(data, str(path))
+
+
+def load_toml(path: Path) -> RunConfig:
+    return RunConfig.from_dict(read_toml(path), str(path))
 
 
 def _toml_value(value: Any) -> str:

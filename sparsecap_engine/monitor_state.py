@@ -18,6 +18,7 @@ import json
 import os
 import tomllib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -589,6 +590,23 @@ class RunSummary:
         return dict(self.__dict__)
 
 
+def poll_each(watches: dict[str, Any], paths: list[Path], make: Callable[[Path], Any]) -> bool:
+    """Keep ``watches`` (name → watch with ``poll()``) in step with ``paths``: drop the gone, ``make(path)`` the new,
+    poll them all; True when anything changed."""
+    changed = False
+    found = {p.name: p for p in paths}
+    for name in list(watches):
+        if name not in found:
+            del watches[name]
+            changed = True
+    for name, path in found.items():
+        if name not in watches:
+            watches[name] = make(path)
+            changed = True
+        changed = watches[name].poll() or changed
+    return changed
+
+
 class RunsWatch:
     """Follow every run under a root (new runs appear on the next poll), each with a light :class:`RunWatch`."""
 
@@ -597,18 +615,7 @@ class RunsWatch:
         self.watches: dict[str, RunWatch] = {}
 
     def poll(self) -> bool:
-        changed = False
-        found = {p.name: p for p in find_runs(self.root)}
-        for name in list(self.watches):
-            if name not in found:
-                del self.watches[name]
-                changed = True
-        for name, path in found.items():
-            if name not in self.watches:
-                self.watches[name] = RunWatch(path, light=True)
-                changed = True
-            changed = self.watches[name].poll() or changed
-        return changed
+        return poll_each(self.watches, find_runs(self.root), lambda path: RunWatch(path, light=True))
 
     def summaries(self) -> list[RunSummary]:
         return [RunSummary.of(w.state) for _, w in sorted(self.watches.items())]

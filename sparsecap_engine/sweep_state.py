@@ -30,6 +30,7 @@ from sparsecap_engine.monitor_state import (
     EventTail,
     RunWatch,
     find_sweeps,
+    poll_each,
 )
 
 RESULTS_FILE = "results.json"
@@ -567,18 +568,8 @@ class SweepsWatch:
         self.watches: dict[str, SweepWatch] = {}
 
     def poll(self) -> bool:
-        changed = False
-        found = {p.name: p for p in find_sweeps(self.root)}
-        for name in list(self.watches):
-            if name not in found:
-                del self.watches[name]
-                changed = True
-        for name, path in found.items():
-            if name not in self.watches:
-                self.watches[name] = SweepWatch(path, follow_cells=False, clock=self.clock)
-                changed = True
-            changed = self.watches[name].poll() or changed
-        return changed
+        return poll_each(self.watches, find_sweeps(self.root),
+                         lambda path: SweepWatch(path, follow_cells=False, clock=self.clock))
 
     def summaries(self) -> list[SweepSummary]:
         return [SweepSummary.of(w.state) for _, w in sorted(self.watches.items())]

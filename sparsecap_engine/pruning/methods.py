@@ -69,7 +69,6 @@ class PruneMethod:
         self.model: nn.Module | None = None
         self.masks: MaskSet | None = None
         self.warnings: list[str] = []
-        self.reached_at: int | None = None
         self.last_sparsity: float | None = None
 
     # ---- hooks ------------------------------------------------------------------------------------------------------
@@ -119,10 +118,7 @@ class PruneMethod:
     def ready(self, step: int) -> bool:
         """May this step's checkpoint become ``best``? Only once NNZ is within 5 % of the target's."""
         self.last_sparsity = self.sparsity()
-        ok = nnz_within(self.last_sparsity, self.target)
-        if ok and self.reached_at is None:
-            self.reached_at = step
-        return ok
+        return nnz_within(self.last_sparsity, self.target)
 
     def finalize(self) -> dict[str, Tensor]:
         """The hard 0/1 masks (on CPU)."""
@@ -136,13 +132,9 @@ class PruneMethod:
         return True
 
     def end_note(self) -> dict[str, Any]:
-        s = self.sparsity()
-        if self.reached_at is not None:
-            msg = f"target sparsity {self.target:g} reached at step {self.reached_at} (final {s:.4f})"
-        else:
-            msg = (f"target sparsity {self.target:g} never reached (final {s:.4f}, NNZ not within 5 %); "
-                   "no best checkpoint was kept")
-        return {"message": msg, "sparsity": s, "target": self.target, "target_reached": self.reached_at is not None}
+        """Extra ``run_end`` fields: the final sparsity and the target (the recipe's ``target_check`` gives the
+        verdict and its message, from the final masks)."""
+        return {"sparsity": self.sparsity(), "target": self.target}
 
 
 @register_method("supermask")
@@ -202,6 +194,7 @@ class SupermaskMethod(PruneMethod):
         self.sharpen = float(sharpen)
         self.harden_step = int(round(harden_at * self.total_steps)) if robust else None
         self.hardened_at: int | None = None
+        self._tau_step: int | None = None  # the step the current threshold τ was set for
         self.history: list[tuple[int, float, float]] = []  # robust: (step, sparsity, scheduled) per step
         self._loss_info: tuple[Tensor, float, Tensor] | None = None
 
@@ -252,7 +245,7 @@ class SupermaskMethod(PruneMethod):
         self._tau_step = step
 
     def before_step(self, step: int) -> None:
-        if self.recipe == "robust" and not self.hardened and getattr(self, "_tau_step", None) != step:
+        if self.recipe == "robust" and not self.hardened and self._tau_step != step:
             self._set_threshold(step)  # first step (or a resumed run): after_step keeps it current otherwise
         super().before_step(step)
 

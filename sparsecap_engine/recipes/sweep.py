@@ -20,13 +20,12 @@ import json
 import shlex
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sparsecap_engine.checkpoint.atomic import atomic_write_text
-from sparsecap_engine.config import RunConfig, to_toml
+from sparsecap_engine.config import RunConfig, read_toml, to_toml
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.runs import read_events
 
@@ -226,12 +225,7 @@ def base_config(config_file: Path | None = None) -> tuple[RunConfig, dict[str, A
     ``sweep_default.toml``. A ``[sweep]`` table holds the grid (``methods``, ``sparsity`` as lists, ``finetune_steps``,
     ``metrics``) so a file such as ``configs/coco/ud-sweep.toml`` describes a whole experiment."""
     path = Path(config_file) if config_file else DEFAULT_CONFIG
-    if not path.is_file():
-        raise UsageError(f"config file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: invalid TOML ({exc})") from None
+    data = read_toml(path)
     grid = data.pop("sweep", {})
     unknown = sorted(set(grid) - set(SWEEP_KEYS))
     if unknown:

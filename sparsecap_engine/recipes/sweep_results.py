@@ -238,9 +238,14 @@ def cider_vs_sparsity_png(plan: SweepPlan, rows: list[dict[str, Any]]) -> bytes:
         ax.axhline(dense["CIDEr"], color="black", linestyle="--", linewidth=1, label=f"dense {dense['CIDEr']:.3f}")
     ax.set_xticks(list(xs.values()), labels=[f"{s:.2%}" for s in xs])
     ax.set_xlim(-0.3, max(0, len(xs) - 1) + 0.3)
-    ax.set_xlabel("target sparsity")
+    return _finish(fig, ax, "target sparsity", f"sweep {plan.name}: CIDEr vs sparsity")
+
+
+def _finish(fig, ax, xlabel: str, title: str) -> bytes:
+    """Labels (y: test CIDEr), legend when there is something to label, grid; the PNG bytes."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test CIDEr")
-    ax.set_title(f"sweep {plan.name}: CIDEr vs sparsity", fontsize=10)
+    ax.set_title(title, fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -258,13 +263,7 @@ def size_vs_cider_png(plan: SweepPlan, rows: list[dict[str, Any]]) -> bytes:
         if pts:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=markers.get(method, "o"), label=method)
     ax.set_xscale("log")
-    ax.set_xlabel("fp16 sparse checkpoint size (KB, log)")
-    ax.set_ylabel("test CIDEr")
-    ax.set_title(f"sweep {plan.name}: size vs CIDEr", fontsize=10)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return _png(fig)
+    return _finish(fig, ax, "fp16 sparse checkpoint size (KB, log)", f"sweep {plan.name}: size vs CIDEr")
 
 
 def layer_sparsity(plan: SweepPlan, rows: list[dict[str, Any]]) -> dict[str, dict[float, dict[str, float]]]:
