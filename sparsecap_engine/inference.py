@@ -10,7 +10,9 @@ from typing import Any
 import torch
 
 from sparsecap_engine.checkpoint.model_io import load_model
-from sparsecap_engine.data.images import load_image
+from sparsecap_engine.data.features import pad_regions
+from sparsecap_engine.data.images import load_image, read_rgb
+from sparsecap_engine.data.synthetic_features import REGIONS_NAME, scene_regions
 from sparsecap_engine.decoding.api import DecodeOptions, caption_batch, caption_batch_nbest
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.models.base import CaptionModel
@@ -50,13 +52,18 @@ class Captioner:
         return cls(model, vocab, meta, image_size, dev)
 
     def _batches(self, images: Sequence[Path], batch_size: int):
-        if not self.model.takes_pixels:
+        from_regions = not self.model.takes_pixels
+        if from_regions and self.meta.get("regions") != REGIONS_NAME:
             raise UsageError(
                 f"this checkpoint's encoder ({self.meta.get('encoder')}) takes region features, not raw images"
             )
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            yield {"images": torch.stack([load_image(Path(p), self.image_size) for p in chunk]).to(self.device)}
+            if from_regions:  # a model of the synthetic scenes: their region proposals stand in for a detector
+                batch = pad_regions([scene_regions(read_rgb(Path(p), self.image_size)) for p in chunk])
+            else:
+                batch = {"images": torch.stack([load_image(Path(p), self.image_size) for p in chunk])}
+            yield {k: v.to(self.device) for k, v in batch.items()}
 
     def caption(self, images: Sequence[Path], opts: DecodeOptions, batch_size: int = 32) -> list[str]:
         """One caption per image path (any size of PNG/JPEG; resized to the model's input size)."""

@@ -222,3 +222,57 @@ def test_splits_with_features_drive_the_encoder(tmp_path: Path):
     pixels = fit_encoder(resolve_model(ModelConfig(name="ort", preset="ort-paper")),
                          load_splits(DataConfig(dataset=str(dataset), image_size=32, min_word_count=1)))
     assert pixels["encoder"] == "grid-cnn"  # a region-feature preset on raw images gets the pixel encoder
+
+
+def test_proposals_find_every_drawn_object(tmp_path: Path):
+    """The synthetic scenes' region proposer returns exactly the drawn boxes, so captioning a fresh image feeds the
+    model the features it was trained on (same rows as ``features.h5``, in reading order)."""
+    from sparsecap_engine.data.images import read_rgb
+    from sparsecap_engine.data.synthetic_features import propose_boxes, scene_regions
+
+    dataset = generate_synthetic(tmp_path / "syn", images=40, size=64, seed=11)
+    store = RegionFeatures.open(dataset.parent / "features.h5")
+    backgrounds = set()
+    for r in load_karpathy(dataset):
+        pixels = read_rgb(r.path, 64)
+        backgrounds.add(tuple(pixels[0, 0] > 225))
+        assert sorted(propose_boxes(pixels)) == sorted(tuple(float(v) for v in b) for b in r.boxes), r.path
+        feats, boxes = scene_regions(pixels)
+        stored, _ = store.read(r)
+        assert np.allclose(feats[0], stored[0]) and np.allclose(boxes, feats[:, -4:])
+        assert sorted(map(tuple, feats[1:].round(5))) == sorted(map(tuple, stored[1:].round(5)))
+    assert len(backgrounds) == 2  # white and grey backgrounds both seen
+    assert propose_boxes(np.full((64, 64, 3), 204, np.uint8)) == []
+    speck = np.full((64, 64, 3), 246, np.uint8)
+    speck[10, 10] = 0  # one stray pixel is noise, not an object
+    assert propose_boxes(speck) == []
+
+
+def test_regions_model_captions_images(tmp_path: Path):
+    """A model trained on the synthetic region features captions a PNG: its checkpoint names the regions, and
+    the caption equals the one decoded from the dataset's stored features; foreign region models are refused."""
+    from sparsecap_engine.checkpoint.model_io import save_model
+    from sparsecap_engine.data.synthetic_features import REGIONS_NAME
+    from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
+    from sparsecap_engine.errors import UsageError
+    from sparsecap_engine.inference import Captioner
+
+    dataset = generate_synthetic(tmp_path / "syn", images=20, size=64, seed=5)
+    splits = load_splits(DataConfig(dataset=str(dataset), features="auto", min_word_count=1))
+    assert splits.train.features is not None and splits.train.features.regions == REGIONS_NAME
+    cfg = fit_encoder(resolve_model(ModelConfig(name="updown")), splits)
+    torch.manual_seed(0)
+    model = build_model({**cfg, "rnn_size": 32, "input_encoding_size": 16, "att_hid_size": 16}, len(splits.vocab))
+    for p in model.parameters():  # a random model whose words depend on the image
+        p.data.normal_(0, 0.5)
+    model.eval()
+    opts = DecodeOptions(method="greedy", max_len=12).check()
+    expected = caption_batch(model, splits.train.image_batch(list(range(6))), splits.vocab, opts)
+    assert len(set(expected)) > 1
+    ckpt = tmp_path / "m.safetensors"
+    save_model(ckpt, model, splits.vocab, image_size=64, regions=REGIONS_NAME)
+    paths = [r.path for r in splits.train.records[:6]]
+    assert Captioner.load(checkpoint=ckpt).caption(paths, opts) == expected
+    save_model(ckpt, model, splits.vocab, image_size=64)
+    with pytest.raises(UsageError, match="region features"):
+        Captioner.load(checkpoint=ckpt).caption(paths, opts)

@@ -168,3 +168,29 @@ def test_supermask_default_recipe_reaches_its_target_through_the_executable(tiny
     for e in sparsity:  # the threshold keeps the scheduled sparsity at every validation (after hardening: the target)
         want = 0.9 if e["hardened_at"] is not None else e["scheduled"]
         assert abs(e["overall"] - want) <= 0.01, e
+
+
+@pytest.mark.slow
+def test_prune_on_region_features_then_caption_an_image(tiny: dict[str, Path]):
+    """The main job's path: ``prune --features auto`` trains on the synthetic scenes' region features; the pruned
+    checkpoint names those regions, so ``caption`` of a plain PNG computes them and decodes."""
+    from sparsecap_engine.checkpoint.model_io import read_state
+    from sparsecap_engine.data.synthetic_features import REGIONS_NAME
+
+    dataset = tiny["root"] / "data" / "dataset.json"
+    res = sparsecap("prune", "--method", "supermask", "--sparsity", "0.9", "--features", "auto",
+                    "--dataset", str(dataset), "--name", "regions", "--runs-root", str(tiny["runs"]),
+                    "--set", "model.rnn_size=32", "--set", "model.input_encoding_size=16",
+                    "--set", "model.att_hid_size=16", "--set", "train.val_images=4", "--batch-size", "4",
+                    "--steps", "8", "--val-every", "4", "--quiet")
+    assert res.returncode == 0, res.stderr
+    run = tiny["runs"] / "regions"
+    config = tomllib.loads((run / "config.toml").read_text())
+    assert config["data"]["features"] == "auto"
+    _, meta = read_state(run / "checkpoints" / "pruned.safetensors")
+    assert meta["regions"] == REGIONS_NAME and meta["encoder"] == "regions"
+    image = next((dataset.parent / "images").glob("*.png"))
+    out = subprocess.run([EXE, "caption", str(image), "--run", str(run), "--json"], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["image"] == str(image)

@@ -73,6 +73,8 @@ def prune(
     preset: str | None = typer.Option(None, "--preset", help="Preset of hyper-parameters (ignored with --from)."),
     dataset: Path | None = typer.Option(None, "--dataset", help="Karpathy JSON (default: embedded synthetic set)."),
     image_root: Path | None = typer.Option(None, "--image-root", help="Folder the JSON's filepaths start from."),
+    features: str | None = typer.Option(None, "--features", help="Region features: <id>.npy folder, .h5 or auto."),
+    boxes: Path | None = typer.Option(None, "--boxes", help="Boxes for --features (folder or .h5)."),
     steps: int | None = typer.Option(None, "--steps", help="Optimiser steps (per round for lottery)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step (× captions per image)."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
@@ -122,7 +124,8 @@ def prune(
         "snip_batches": snip_batches,
     }
     flags = training_flags(
-        model=model, preset=preset, dataset=dataset, image_root=image_root, steps=steps, batch_size=batch_size,
+        model=model, preset=preset, dataset=dataset, image_root=image_root, features=features, boxes=boxes,
+        steps=steps, batch_size=batch_size,
         lr=lr, schedule=schedule, label_smoothing=label_smoothing, grad_clip=grad_clip, val_every=val_every,
         device=device, amp=amp, seed=seed,
     )

@@ -64,12 +64,10 @@ def train(
     else:
         flags = {
             **training_flags(
-                model=model, preset=preset, dataset=dataset, image_root=image_root, steps=steps,
-                batch_size=batch_size, lr=lr, schedule=schedule, label_smoothing=label_smoothing,
+                model=model, preset=preset, dataset=dataset, image_root=image_root, features=features, boxes=boxes,
+                steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, label_smoothing=label_smoothing,
                 grad_clip=grad_clip, val_every=val_every, device=device, amp=amp, seed=seed,
             ),
-            "data.features": features,
-            "data.boxes": str(boxes) if boxes else None,
             "data.tokenizer": tokenizer,
             "data.radix_base": radix_base,
         }

@@ -194,6 +194,12 @@ class RegionFeatures:
     def has_boxes(self) -> bool:
         return self.boxes is not None
 
+    @property
+    def regions(self) -> str | None:
+        """What computed the features when a file says so (``regions`` attribute), e.g. the synthetic scenes'."""
+        value = self.feats.attrs.get("regions")
+        return value if isinstance(value, str) else None
+
     def check(self, records: Sequence[ImageRecord], progress: Progress = no_progress) -> int:
         """Every image has features (and boxes) of one width D; returns D. Reads shapes only."""
         step = max(1, len(records) // 100)
@@ -238,21 +244,7 @@ class RegionFeatures:
 
     def batch(self, records: Sequence[ImageRecord]) -> dict[str, Tensor]:
         """Zero-padded ``att_feats`` (B, Nmax, D), ``att_masks`` (B, Nmax) and ``boxes`` (B, Nmax, 4)."""
-        items = [self.read(r) for r in records]
-        n_max = max(f.shape[0] for f, _ in items)
-        b = len(items)
-        feats = torch.zeros(b, n_max, self.dim or items[0][0].shape[1])
-        masks = torch.zeros(b, n_max)
-        out: dict[str, Tensor] = {"att_feats": feats, "att_masks": masks}
-        if self.boxes is not None:
-            out["boxes"] = torch.zeros(b, n_max, 4)
-        for i, (f, bx) in enumerate(items):
-            n = f.shape[0]
-            feats[i, :n] = torch.from_numpy(f)
-            masks[i, :n] = 1.0
-            if bx is not None:
-                out["boxes"][i, :n] = torch.from_numpy(bx)
-        return out
+        return pad_regions([self.read(r) for r in records], self.dim, with_boxes=self.boxes is not None)
 
     def close(self) -> None:
         self.feats.close()
@@ -261,6 +253,26 @@ class RegionFeatures:
 
 
 # ------------------------------------------------------------------------------------------------------- writing
+
+
+def pad_regions(
+    items: Sequence[tuple[np.ndarray, np.ndarray | None]], dim: int = 0, with_boxes: bool = True
+) -> dict[str, Tensor]:
+    """Per-image (features (N, D), boxes (N, 4) or None) → zero-padded ``att_feats``, ``att_masks`` [, ``boxes``]."""
+    n_max = max(f.shape[0] for f, _ in items)
+    b = len(items)
+    feats = torch.zeros(b, n_max, dim or items[0][0].shape[1])
+    masks = torch.zeros(b, n_max)
+    out: dict[str, Tensor] = {"att_feats": feats, "att_masks": masks}
+    if with_boxes:
+        out["boxes"] = torch.zeros(b, n_max, 4)
+    for i, (f, bx) in enumerate(items):
+        n = f.shape[0]
+        feats[i, :n] = torch.from_numpy(f)
+        masks[i, :n] = 1.0
+        if bx is not None and with_boxes:
+            out["boxes"][i, :n] = torch.from_numpy(bx)
+    return out
 
 
 def write_h5_atomic(out: Path, fill: Callable[[h5py.File], None]) -> Path:

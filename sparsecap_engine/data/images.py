@@ -17,7 +17,7 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-def _read_rgb(path: Path, size: int) -> np.ndarray:
+def read_rgb(path: Path, size: int) -> np.ndarray:
     """(size, size, 3) uint8 RGB array; transparency is composited onto white; the aspect ratio is not kept."""
     path = Path(path)
     if not path.is_file():
@@ -38,7 +38,7 @@ def _read_rgb(path: Path, size: int) -> np.ndarray:
 
 def load_image(path: Path, size: int) -> torch.Tensor:
     """Float32 (3, size, size) RGB tensor in [0, 1], resized (squashed) with Pillow's bilinear filter."""
-    array = _read_rgb(path, size)
+    array = read_rgb(path, size)
     return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0).contiguous()
 
 
@@ -47,7 +47,7 @@ def load_images_uint8(paths: Sequence[Path], size: int, progress: Progress = no_
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     step = max(1, len(paths) // 100)
     for i, path in enumerate(paths):
-        out[i] = torch.from_numpy(_read_rgb(path, size)).permute(2, 0, 1)
+        out[i] = torch.from_numpy(read_rgb(path, size)).permute(2, 0, 1)
         if (i + 1) % step == 0 or i + 1 == len(paths):
             progress("images", i + 1, len(paths))
     return out

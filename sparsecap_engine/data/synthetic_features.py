@@ -3,6 +3,10 @@
 Each region's feature is its box's pixels average-pooled to 4×4 RGB (48 values in [0, 1]: colour and coarse shape)
 followed by its relative box (4 values), i.e. ``FEAT_DIM`` = 52. Boxes are stored relative, so the Object Relation
 Transformer runs on the scenes' real geometry. Written as ``features.h5`` beside ``dataset.json``.
+
+For an image outside the dataset (``sparsecap caption`` of a fresh scene), :func:`propose_boxes` stands in for the
+object detector that bottom-up features come from: the scenes' background is flat, so every connected blob of
+non-background pixels is one object (objects are drawn at least 2 px apart).
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ from sparsecap_engine.progress import Progress, no_progress
 POOL = 4
 FEAT_DIM = POOL * POOL * 3 + 4
 FEATURES_FILE = "features.h5"
+#: checkpoint metadata ``regions`` of a model trained on these features: captioning an image computes them
+REGIONS_NAME = "synthetic-scenes-v1"
+#: a pixel is foreground when one channel differs from the background by more than this (of 255)
+FOREGROUND_DIFF = 40
+MIN_BLOB = 4
 
 
 def region_descriptor(pixels: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
@@ -33,6 +42,43 @@ def region_descriptor(pixels: np.ndarray, box: tuple[float, float, float, float]
     pooled = np.asarray(crop, dtype=np.float32).reshape(-1) / 255.0
     rel = np.array([x1 / w, y1 / h, x2 / w, y2 / h], dtype=np.float32)
     return np.concatenate([pooled, rel]).astype(np.float32)
+
+
+def propose_boxes(pixels: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """Pixel boxes (x1, y1, x2, y2) of the connected non-background blobs of a flat-background scene, in reading order.
+
+    The background is the median colour of the border; blobs smaller than ``MIN_BLOB`` pixels (noise) are dropped."""
+    h, w = pixels.shape[:2]
+    px = pixels.astype(np.int16)
+    border = np.concatenate([px[0], px[-1], px[:, 0], px[:, -1]])
+    background = np.median(border, axis=0)
+    fg = (np.abs(px - background).max(axis=-1) > FOREGROUND_DIFF)
+    seen = np.zeros_like(fg)
+    boxes: list[tuple[float, float, float, float]] = []
+    for y0, x0 in zip(*np.nonzero(fg), strict=True):
+        if seen[y0, x0]:
+            continue
+        seen[y0, x0] = True
+        stack, ys, xs = [(int(y0), int(x0))], [], []
+        while stack:
+            y, x = stack.pop()
+            ys.append(y)
+            xs.append(x)
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < h and 0 <= nx < w and fg[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    stack.append((ny, nx))
+        if len(ys) >= MIN_BLOB:
+            boxes.append((float(min(xs)), float(min(ys)), float(max(xs) + 1), float(max(ys) + 1)))
+    return sorted(boxes, key=lambda b: (b[1], b[0]))
+
+
+def scene_regions(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, ``FEAT_DIM``) features and (N, 4) relative boxes of an image: the whole image, then each proposed object."""
+    h, w = pixels.shape[:2]
+    boxes = [(0.0, 0.0, float(w), float(h)), *propose_boxes(pixels)]
+    feats = np.stack([region_descriptor(pixels, b) for b in boxes])
+    return feats, feats[:, -4:].copy()
 
 
 def export_synthetic_features(dataset_json: Path, out: Path | None = None, progress: Progress = no_progress) -> Path:
@@ -67,13 +113,20 @@ def export_synthetic_features(dataset_json: Path, out: Path | None = None, progr
                 progress("features", n + 1, len(entries))
         f.attrs["feat_dim"] = FEAT_DIM
         f.attrs["box_format"] = "relative"
+        f.attrs["regions"] = REGIONS_NAME
 
     return write_h5_atomic(out, fill)
 
 
 def ensure_synthetic_features(dataset_json: Path, progress: Progress = no_progress) -> Path:
-    """``features.h5`` beside a synthetic ``dataset.json``, written on first use."""
+    """``features.h5`` beside a synthetic ``dataset.json``, written on first use (again when it predates
+    ``REGIONS_NAME``)."""
     path = Path(dataset_json).parent / FEATURES_FILE
     if path.is_file():
-        return path
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("regions") == REGIONS_NAME:
+                    return path
+        except OSError:
+            pass  # torn or foreign: write it again
     return export_synthetic_features(dataset_json, path, progress)

@@ -264,7 +264,7 @@ def finish(run: RunDir, target: float, method: str, reached: bool) -> tuple[dict
     outputs: dict[str, Path] = {}
     if reached:
         info = summary(rep, target, method)
-        keep = {k: meta[k] for k in ("step", "image_size", "metrics") if k in meta}
+        keep = {k: meta[k] for k in ("step", "image_size", "metrics", "regions") if k in meta}
         save_model(pruned, model, vocab, sparsity=info, pruned_from=which, **keep)
         save_masks(masks_path(pruned), masks, sparsity=info)
         outputs = {"checkpoint": pruned, "masks": masks_path(pruned)}

@@ -192,9 +192,13 @@ def train(
     use_amp = tc.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
+    regions = splits.train.features.regions if splits.train.features is not None else None
+
     def save(name: str, step: int, **extra: Any) -> None:
         path = run.checkpoints / f"{name}.safetensors"
         meta = {"step": step, "image_size": config.data.image_size, **extra}
+        if regions:  # e.g. the synthetic scenes' regions: `caption` computes them from an image's pixels
+            meta["regions"] = regions
         if not call(hooks, "save", path, model, vocab, meta, default=False):  # pruning: masks baked in + sibling
             save_model(path, model, vocab, **meta)
 

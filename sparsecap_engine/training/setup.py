@@ -77,7 +77,7 @@ def open_features(cfg: DataConfig, dataset: Path, progress: Progress = no_progre
         from sparsecap_engine.data.synthetic_features import FEATURES_FILE, ensure_synthetic_features
 
         path = Path(dataset).parent / FEATURES_FILE
-        if not path.is_file() and not cfg.dataset:  # an older cached synthetic dataset: export them now
+        if not cfg.dataset:  # the embedded dataset: written on first use (an older cache: again)
             path = ensure_synthetic_features(dataset, progress)
         if not path.is_file():
             raise DataError(f"--features auto: no {FEATURES_FILE} beside {dataset}")
