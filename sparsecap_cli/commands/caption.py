@@ -30,7 +30,7 @@ def caption(
     device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
     sparse: str = typer.Option("auto", "--sparse", help="auto | on | off: CSR kernels for pruned layers (CPU; "
                                "auto = on when the pruned weights are ≥ 80% zeros)."),
-    as_json: bool = typer.Option(False, "--json", help="Print [{image, caption}] as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print \\[{image, caption}] as JSON."),
 ) -> None:
     """Print one caption per image (greedy, beam search or sampling); with --n-best N, the N best with scores."""
     from sparsecap_engine.data.images import check_image_paths

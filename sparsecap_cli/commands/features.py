@@ -14,7 +14,7 @@ def pack_features(
     feats_dir: Annotated[Path, typer.Argument(help="Folder of <image id>.npy (N, D) region features.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 file to write (replaced atomically).")],
     boxes: Annotated[
-        Path | None, typer.Option("--boxes", help="Folder of <image id>.npy (N, 4) boxes [x1, y1, x2, y2].")
+        Path | None, typer.Option("--boxes", help="Folder of <image id>.npy (N, 4) boxes \\[x1, y1, x2, y2].")
     ] = None,
     box_format: Annotated[str, typer.Option(help="auto | relative | absolute (pixels).")] = "auto",
     dtype: Annotated[str, typer.Option(help="Stored precision of the features: float32 | float16.")] = "float32",

@@ -17,23 +17,23 @@ DEFAULT_SPARSITY = "0.95,0.975,0.9875,0.991"
 def sweep(
     name: str = typer.Option("paper", "--name", "-n", help="Sweep name: the folder <sweeps-root>/<name>."),
     methods: str | None = typer.Option(
-        None, "--methods", help=f"Comma list of dense and pruning methods [default: {DEFAULT_METHODS}]."
+        None, "--methods", help=f"Comma list of dense and pruning methods \\[default: {DEFAULT_METHODS}]."
     ),
     sparsity: str | None = typer.Option(
-        None, "--sparsity", "-s", help=f"Comma list of target sparsities [default: {DEFAULT_SPARSITY}]."
+        None, "--sparsity", "-s", help=f"Comma list of target sparsities \\[default: {DEFAULT_SPARSITY}]."
     ),
     config: Path | None = typer.Option(
         None, "--config", "-c",
-        help="Base config TOML (default: the packaged sweep_default.toml); its optional [sweep] table sets methods, "
+        help="Base config TOML (default: the packaged sweep_default.toml); its optional \\[sweep] table sets methods, "
         "sparsity, finetune_steps and metrics (flags win).",
     ),
     steps: int | None = typer.Option(None, "--steps", help="Dense steps D (default: the config's train.steps)."),
     finetune_steps: int | None = typer.Option(
         None, "--finetune-steps",
-        help="Fine-tune steps F (default: the config's [sweep] finetune_steps; D // 3 with --steps).",
+        help="Fine-tune steps F (default: the config's \\[sweep] finetune_steps; D // 3 with --steps).",
     ),
     metrics: str | None = typer.Option(
-        None, "--metrics", help="Test metrics of every cell [default: bleu,meteor,rouge,cider]."
+        None, "--metrics", help="Test metrics of every cell \\[default: bleu,meteor,rouge,cider]."
     ),
     sets: list[str] | None = typer.Option(None, "--set", help="Base config key: section.key=value (repeatable)."),
     sweeps_root: Path = typer.Option(Path("sweeps"), "--sweeps-root", help="Folder that holds sweep folders."),

@@ -1,0 +1,43 @@
+"""Every command's ``--help`` shows every option's help text whole: rich markup must not eat ``[sweep]`` or
+``[default: …]`` (brackets in help strings are escaped)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from sparsecap_cli.main import app
+
+COMMAND: Any = typer.main.get_command(app)
+
+
+def _commands(group: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = [path]
+    if hasattr(group, "commands"):  # a group
+        for name, sub in group.commands.items():
+            if not sub.hidden:
+                out += _commands(sub, (*path, name))
+    return out
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"[\s│]+", " ", text)
+
+
+@pytest.mark.parametrize("path", _commands(COMMAND), ids=lambda p: " ".join(p) or "sparsecap")
+def test_help_shows_every_option_text(path: tuple[str, ...]):
+    res = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"})
+    assert res.exit_code == 0, res.output
+    shown = _squash(res.output)
+    command = COMMAND
+    for name in path:
+        command = command.commands[name]
+    for param in command.params:
+        text = getattr(param, "help", None)
+        if text:
+            want = _squash(text.replace("\\[", "["))
+            assert want in shown, f"{' '.join(path)} {param.name}: {want!r} not in --help"
