@@ -77,6 +77,11 @@ def run(argv: list[str] | None = None) -> None:
             raise
         err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # a second Ctrl-C (the first stops a run after a checkpoint) or a command without one
+        if debug:
+            raise
+        err_console.print("[bold red]aborted[/bold red] (Ctrl-C)", highlight=False)
+        sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line unless --debug
         if debug:
             raise

@@ -33,3 +33,15 @@ class JavaMissingError(SparsecapError):
 
 class TargetMissedError(RunError):
     """A pruning run completed without reaching its target sparsity (``run_end`` status ``target-missed``)."""
+
+
+class DivergedError(RunError):
+    """The loss or gradient went non-finite: training stopped, the last good checkpoint kept (status ``diverged``)."""
+
+
+class Interrupted(SparsecapError):
+    """A run stopped by Ctrl-C or SIGTERM after saving (status ``interrupted``); exits 130 or 143 like a shell."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -312,3 +312,39 @@ def test_heat_strip_groups_many_tensors() -> None:
     assert heat_strip([0.5] * 10, 40).plain == "█" * 10
     many = heat_strip([0.9] * 500, 120).plain
     assert many.startswith("█" * 100) and many.endswith("(5 tensors per cell)")
+
+
+def test_detached_job_stops_on_a_real_ctrl_c(tmp_path: Path) -> None:
+    """``train --tui`` → detach → Ctrl-C: the signal stops the job after its checkpoint (it used to abort the
+    process: a KeyboardInterrupt inside ``Thread.join`` made the running thread look finished)."""
+    import os
+    import signal
+
+    from sparsecap_cli.signals import StopSignals
+
+    run = write_run(tmp_path, "attached", lines=[])
+    started = threading.Event()
+    said: list[str] = []
+
+    async def pilot_fn(pilot: Any) -> None:
+        started.wait(5)
+        await pilot.pause()
+        await pilot.press("q", "d")
+        threading.Thread(target=ctrl_c_later, daemon=True).start()  # once detached, the job runs on
+
+    def ctrl_c_later() -> None:
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    saved = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # what a fresh process has (another test may differ)
+    try:
+        with StopSignals(said.append) as signals:
+            result = run_with_monitor(_fake_job(run, started), run, interval=0.1, echo=said.append,
+                                      signals=signals, headless=True, size=SIZE, auto_pilot=pilot_fn)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    assert result.startswith("stopped at ")
+    assert signals() == "interrupted (Ctrl-C)" and signals.exit_code == 130
+    assert any(line.startswith("detached") for line in said) and any("Ctrl-C: stopping" in s for s in said)

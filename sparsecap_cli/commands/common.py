@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparsecap_engine.config import RunConfig, load_toml
 from sparsecap_engine.errors import UsageError
+
+if TYPE_CHECKING:
+    from sparsecap_cli.signals import StopSignals
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
@@ -123,3 +126,14 @@ def training_flags(
         "train.amp": amp,
         "train.seed": seed,
     }
+
+
+def raise_for_status(status: str, message: str, signals: StopSignals | None = None) -> None:
+    """The exit a run's end status calls for: diverged → one red line, exit 1; interrupted → 130 / 143."""
+    from sparsecap_engine.errors import DivergedError, Interrupted
+
+    if status == "diverged":
+        raise DivergedError(message)
+    if status == "interrupted":
+        code = signals.exit_code if signals is not None and signals.exit_code else 130
+        raise Interrupted(message, code)

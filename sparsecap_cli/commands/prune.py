@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sparsecap_cli.commands.common import default_run_name, prune_config, training_flags
+from sparsecap_cli.commands.common import default_run_name, prune_config, raise_for_status, training_flags
 from sparsecap_cli.render import console, progress_bar, scores_table
+from sparsecap_cli.signals import StopSignals
 from sparsecap_engine.errors import TargetMissedError
 
 
@@ -136,13 +137,15 @@ def prune(
                         overwrite=overwrite)
     console.print(f"run: [bold]{run.path}[/bold]  method: [bold]{opts.method}[/bold]  "
                   f"target sparsity: {opts.sparsity:g}")
-    if tui:
-        from sparsecap_cli.tui.attach import run_with_monitor
+    with StopSignals(console.print) as signals:
+        if tui:
+            from sparsecap_cli.tui.attach import run_with_monitor
 
-        result = run_with_monitor(lambda stop: run_prune(cfg, run, stop=stop, plan=plan), run.path)
-    else:
-        with progress_bar(quiet) as progress:
-            result = run_prune(cfg, run, progress=progress, plan=plan)
+            result = run_with_monitor(lambda stop: run_prune(cfg, run, stop=lambda: stop() or signals(), plan=plan),
+                                      run.path, signals=signals)
+        else:
+            with progress_bar(quiet) as progress:
+                result = run_prune(cfg, run, progress=progress, plan=plan, stop=signals)
     console.print(scores_table(f"validation ({result.status})", result.metrics))
     console.print(layer_table(result.report, result.target))
     for warning in result.warnings:
@@ -158,6 +161,7 @@ def prune(
     console.print(f"sparsity table {result.outputs['csv']} (+ .json), chart {result.outputs['png']}")
     if result.status == "target-missed":
         raise TargetMissedError(result.message)  # one red line, exit code 1
+    raise_for_status(result.status, result.message, signals)  # diverged: exit 1; interrupted: 130 / 143
     if not result.reached:  # stopped or interrupted before reaching the target: says so, keeps its status
         console.print(f"[yellow]{result.status}: {result.message}[/yellow]", highlight=False)
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from sparsecap_cli.signals import StopSignals
 
 R = TypeVar("R")
 StopFlag = Callable[[], bool]
@@ -69,15 +72,20 @@ def run_with_monitor(
     *,
     interval: float = 0.5,
     echo: Callable[[str], Any] = print,
+    signals: StopSignals | None = None,
     **run_options: Any,
 ) -> R | None:
     """Run ``job(stop)`` in a thread with the monitor of ``run_dir`` in this terminal; return the job's result.
 
-    ``run_options`` go to ``App.run`` (tests pass ``headless=True, auto_pilot=…``).
+    ``run_options`` go to ``App.run`` (tests pass ``headless=True, auto_pilot=…``). With ``signals`` installed, a
+    Ctrl-C or SIGTERM while the job runs detached stops it like *Stop* (no KeyboardInterrupt inside
+    ``Thread.join``, which in CPython 3.11 can make a running thread look finished); a second one aborts.
     """
     from sparsecap_cli.tui.app import MonitorApp
 
     handle = JobHandle(job).start()
+    if signals is not None:
+        signals.on_first = handle.stop
     app = MonitorApp(Path(run_dir), "run", interval=interval, job=handle)
     try:
         choice = app.run(**run_options)

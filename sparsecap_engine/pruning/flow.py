@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from sparsecap_engine.checkpoint.model_io import load_model, read_state, save_model
 from sparsecap_engine.config import ModelConfig, RunConfig
-from sparsecap_engine.errors import CheckpointError, RunError, UsageError
+from sparsecap_engine.errors import CheckpointError, DivergedError, RunError, UsageError
 from sparsecap_engine.models.registry import build_model
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.pruning.criteria import CRITERIA, select
@@ -58,6 +58,9 @@ class PruneOptions:
     ramp_end: float = 0.5
     harden_at: float = 0.75
     sharpen: float = 1.0
+    mask_optim: str = "adam"
+    mask_momentum: float = 0.9
+    sampling: str = "bernoulli"
     start: int = -1
     end: int = -1
     every: int = -1
@@ -211,7 +214,9 @@ def make_method(opts: PruneOptions, total_steps: int, masks: dict[str, Tensor] |
     extra: dict[str, Any] = {
         "supermask": {"recipe": opts.recipe, "mask_init": opts.mask_init, "mask_lr": opts.mask_lr,
                       "mask_eps": opts.mask_eps, "sparsity_weight": opts.sparsity_weight, "ramp_end": opts.ramp_end,
-                      "harden_at": opts.harden_at, "sharpen": opts.sharpen},
+                      "harden_at": opts.harden_at, "sharpen": opts.sharpen,
+                      "mask_optim": opts.mask_optim, "mask_momentum": opts.mask_momentum,
+                      "sampling": opts.sampling},
         "gradual": {"start": auto(opts.start), "end": auto(opts.end), "every": auto(opts.every),
                     "initial_sparsity": opts.initial_sparsity},
         "snip": {"snip_batches": opts.snip_batches},
@@ -323,7 +328,7 @@ def run_prune(
     config: RunConfig,
     run: RunDir,
     progress: Progress = no_progress,
-    stop: Callable[[], bool] | None = None,
+    stop: Callable[[], bool | str | None] | None = None,
     plan: PrunePlan | None = None,
 ) -> PruneResult:
     """Run the pruning flow described by ``config.prune`` in ``run``."""
@@ -351,10 +356,14 @@ def run_prune(
         res = train(config, run, progress, hooks=method, init_weights=src.state if src else None, stop=stop,
                     splits=splits)
 
+    if res.status == "diverged":  # run_end says so; the last good checkpoint stays as it was
+        raise DivergedError(res.message)
     reached = bool(res.reached)  # the recipe's end-of-run verdict: final masks within 5 % of the target, best kept
     rep, outputs, which = finish(run, target, opts.method, reached)
     s = rep["pruned"]["sparsity"]
     msg = res.target_message or f"target sparsity {target:g} {'reached' if reached else 'missed'}: final {s:.4f}"
+    if res.status in ("interrupted", "stopped"):
+        msg = res.message
     if not reached:
         notes.append(f"no pruned checkpoint written; {which} is kept in {run.checkpoints} for inspection")
     return PruneResult(run, res.status, target, s, reached, msg, res.best_step, res.best_cider, res.last_metrics,

@@ -111,7 +111,14 @@ class _Supermask(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w: Tensor, logits: Tensor, sample: bool, shift: float = 0.0,
-                scale: float = 1.0) -> tuple[Tensor, Tensor]:
+                scale: float = 1.0, ste: bool = False) -> tuple[Tensor, Tensor]:
+        ctx.ste = ste
+        if ste:  # deterministic top-k: m = [s > τ], ∂/∂s = g_w ⊙ w (identity straight-through)
+            m = (logits > shift).to(w.dtype)
+            kept = torch.count_nonzero(m).to(logits.dtype)
+            ctx.save_for_backward(w, m, m)
+            ctx.set_materialize_grads(False)
+            return w * m, kept
         p = torch.sigmoid((logits - shift) * scale) if shift or scale != 1.0 else torch.sigmoid(logits)
         # a float mask: w * m and g * m are cheaper than torch.where on CPU, worth the extra saved bytes
         m = torch.bernoulli(p) if sample else (logits > shift).to(p.dtype)
@@ -132,8 +139,9 @@ class _Supermask(torch.autograd.Function):
                 gs = g_w * w
             else:
                 gs = torch.addcmul(g_kept.to(w.dtype), g_w, w)
-            gs.mul_(torch.addcmul(p, p, p, value=-1.0))  # σ'(s) = p − p² in one pass
-        return gw, gs, None, None, None
+            if not ctx.ste:
+                gs.mul_(torch.addcmul(p, p, p, value=-1.0))  # σ'(s) = p − p² in one pass
+        return gw, gs, None, None, None, None
 
 
 class _KeptCount(torch.autograd.Function):
@@ -227,6 +235,8 @@ class Supermask(MaskBase):
         self.shift = 0.0
         #: the sampling sharpness ``κ``: ``Bernoulli(σ(κ(s − τ)))`` (1 in the paper's recipe)
         self.scale = 1.0
+        #: deterministic top-k in training too: ``m = [s > τ]`` with the identity straight-through gradient
+        self.topk = False
 
     def hard(self) -> Tensor:
         return self.fixed if self.fixed is not None else self.logits.detach() > self.shift
@@ -259,9 +269,9 @@ class Supermask(MaskBase):
             return torch.where(self.fixed if self.fixed.device == w.device else self.fixed.to(w.device), w, 0.0)
         logits = self.logits if self.logits.device == w.device else self.logits.to(w.device)
         if torch.is_grad_enabled():
-            out, self._kept = _Supermask.apply(w, logits, self.training, self.shift, self.scale)
+            out, self._kept = _Supermask.apply(w, logits, self.training, self.shift, self.scale, self.topk)
             return out
-        if self.training:
+        if self.training and not self.topk:
             return torch.where(torch.rand_like(logits) < torch.sigmoid((logits - self.shift) * self.scale), w, 0.0)
         return torch.where(logits > self.shift, w, 0.0)
 

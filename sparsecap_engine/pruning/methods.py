@@ -172,9 +172,20 @@ class SupermaskMethod(PruneMethod):
         harden_at: float = 0.75,
         cross: float = 0.1,
         sharpen: float = 1.0,
+        mask_optim: str = "adam",
+        mask_momentum: float = 0.9,
+        sampling: str = "bernoulli",
         **kw: Any,
     ):
         super().__init__(sparsity, **kw)
+        if sampling not in ("bernoulli", "topk"):
+            raise UsageError(f"unknown supermask sampling {sampling!r}; choose from bernoulli, topk")
+        self.sampling = sampling
+        if mask_optim not in ("adam", "nsgd"):
+            raise UsageError(f"unknown supermask mask_optim {mask_optim!r}; choose from adam, nsgd")
+        self.mask_optim = mask_optim
+        self.mask_momentum = float(mask_momentum)
+        self._buffers: list[Tensor] | None = None
         if recipe not in self.RECIPES:
             raise UsageError(f"unknown supermask recipe {recipe!r}; choose from {', '.join(self.RECIPES)}")
         if not 0.0 < ramp_end <= harden_at <= 1.0:
@@ -211,6 +222,8 @@ class SupermaskMethod(PruneMethod):
         with torch.no_grad():
             for t in self.logits():
                 t.add_(torch.randn_like(t), alpha=1e-3)  # ties broken at random: the quantile keeps exactly k
+        for slot in self.masks.slots.values():
+            slot.topk = self.sampling == "topk"
 
     def logits(self) -> list[Tensor]:
         return [slot.logits for slot in self.masks.slots.values()]
@@ -220,6 +233,9 @@ class SupermaskMethod(PruneMethod):
             assert isinstance(slot, Supermask)
             module, pname = self.masks.owners[name][0]
             slot.move_to(module.parametrizations[pname].original.device)
+        if self.mask_optim == "nsgd":
+            self._buffers = [torch.zeros_like(t) for t in self.logits()]
+            return []  # the method steps the logits itself (after_step)
         fused = all(t.device.type in ("cpu", "cuda") for t in self.logits())  # fused Adam: one pass over 53 M logits
         return [{"params": self.logits(), "lr": self.mask_lr, "eps": self.mask_eps, "weight_decay": 0.0,
                  "fused": fused, "pruning_mask": True}]
@@ -267,7 +283,27 @@ class SupermaskMethod(PruneMethod):
         self._loss_info = (raw.detach(), ramp, loss.detach())
         return loss
 
+    def _nsgd_step(self) -> None:
+        """Momentum SGD on the logits with the gradient divided by its global RMS over all logits: each logit moves in
+        proportion to its own gradient (Adam's per-logit normalisation would move every logit at the same speed)."""
+        logits = self.logits()
+        grads = [t.grad for t in logits]
+        with torch.no_grad():
+            sq = sum(float(g.float().pow(2).sum()) for g in grads if g is not None)
+            n = sum(t.numel() for t in logits)
+            rms = math.sqrt(sq / max(1, n))
+            if math.isfinite(rms) and rms > 0:
+                for t, g, buf in zip(logits, grads, self._buffers or [], strict=True):
+                    buf.mul_(self.mask_momentum)
+                    if g is not None:
+                        buf.add_(g, alpha=1.0 / rms)
+                    t.sub_(buf, alpha=self.mask_lr)
+        for t in logits:
+            t.grad = None
+
     def after_step(self, step: int) -> None:
+        if self.mask_optim == "nsgd" and not self.hardened:
+            self._nsgd_step()
         super().after_step(step)
         if self.recipe != "robust" or self.hardened:
             return

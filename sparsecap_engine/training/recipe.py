@@ -57,6 +57,8 @@ class TrainResult:
     reached: bool | None = None
     #: pruning runs: the verdict in words (target, final sparsity, NNZ)
     target_message: str = ""
+    #: what ``run_end`` says beside the status (why it stopped, the target verdict)
+    message: str = ""
 
 
 def target_check(report: dict[str, Any] | None, best_step: int | None) -> tuple[bool, str] | None:
@@ -155,7 +157,7 @@ def train(
     hooks: object | None = None,
     init_weights: dict[str, torch.Tensor] | None = None,
     resume: bool = False,
-    stop: Callable[[], bool] | None = None,
+    stop: Callable[[], bool | str | None] | None = None,
     splits: Splits | None = None,
     objective: Objective | None = None,
 ) -> TrainResult:
@@ -204,17 +206,20 @@ def train(
 
     log = EventLog(run.events_path)
     start, best_cider, best_step = 0, None, None
+    last_saved: int | None = None
     last_report: dict[str, Any] | None = None
     if resume:
         start, best_cider, best_step = load_trainer_state(run, model, optimizer, scaler, device)
+        last_saved = start
     else:
         save("init", 0)
         log.write("run_start", 0, config=config.to_dict(), model=model_cfg, device=str(device),
                   params=sum(p.numel() for p in model.parameters()), train_images=len(splits.train))
 
     def checkpoint(step: int, metrics: dict[str, float]) -> None:
-        nonlocal best_cider, best_step
+        nonlocal best_cider, best_step, last_saved
         save("last", step, metrics=metrics)
+        last_saved = step
         ready = call(hooks, "ready", step, default=True)
         is_best = ready and (best_cider is None or metrics["CIDEr-D"] > best_cider)
         if is_best:
@@ -237,12 +242,14 @@ def train(
 
     amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
     metrics: dict[str, float] = {}
-    status, message, step = "completed", "", start
+    status, message, done = "completed", "", start
     t0, seen = time.perf_counter(), 0
     try:
         for step in range(start, tc.steps):
-            if stop is not None and stop():
-                status, message = "stopped", "stopped by the user"
+            reason = stop() if stop is not None else None
+            if reason:  # a string names a signal (interrupted); True is the monitor's Stop button
+                status = "interrupted" if isinstance(reason, str) else "stopped"
+                message = f"{reason}; last checkpoint saved" if isinstance(reason, str) else "stopped by the user"
                 break
             lr = schedule(step)
             for g in optimizer.param_groups:
@@ -258,16 +265,21 @@ def train(
             scaler.scale(total).backward()
             scaler.unscale_(optimizer)
             params = [p for g in optimizer.param_groups if g["scheduled"] for p in g["params"]]
-            if oc.grad_clip > 0:
-                if oc.grad_clip_mode == "value":
-                    torch.nn.utils.clip_grad_value_(params, oc.grad_clip)
-                else:
-                    torch.nn.utils.clip_grad_norm_(params, oc.grad_clip)
+            if oc.grad_clip > 0 and oc.grad_clip_mode == "value":
+                torch.nn.utils.clip_grad_value_(params, oc.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(params, oc.grad_clip if oc.grad_clip > 0 and
+                                                  oc.grad_clip_mode == "norm" else math.inf)
+            if not use_amp and not (math.isfinite(total.item()) and math.isfinite(norm.item())):
+                # AMP's scaler skips such steps itself; in fp32 the update would poison the weights
+                what = f"loss {total.item():g}" if not math.isfinite(total.item()) else "gradient norm not finite"
+                kept = f"step {last_saved}" if last_saved is not None else "none"
+                status, message = "diverged", f"diverged at step {step + 1}: {what}; last good checkpoint: {kept}"
+                break
             scaler.step(optimizer)
             scaler.update()
             call(hooks, "after_step", step)
-            seen += int(info.pop("items", len(index)))
             done = step + 1
+            seen += int(info.pop("items", len(index)))
             if done in tc.keep_steps:  # weights at step k, for lottery-ticket late rewinding
                 save(f"step-{done}", done)
             if done % tc.log_every == 0 or done == tc.steps:
@@ -279,11 +291,11 @@ def train(
                 t0, seen = time.perf_counter(), 0
             if done % tc.val_every == 0 and done != tc.steps:
                 metrics = evaluate(done)
-        else:
-            step = tc.steps
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # no signal handler installed (library use): the weights are those of step `done`
         status, message = "interrupted", "interrupted (Ctrl-C); last checkpoint saved"
-    metrics = evaluate(step)
+    step = done
+    if status != "diverged":
+        metrics = evaluate(step)
     call(hooks, "finalize")
     note = dict(call(hooks, "end_note", default=None) or {})  # e.g. whether the target sparsity was reached
     verdict = target_check(last_report, best_step)
@@ -296,4 +308,4 @@ def train(
     log.close()
     atomic_write_bytes(run.plots / "curves.png", curves_png(run.events(), run.path.name))
     reached, target_message = verdict if verdict is not None else (None, "")
-    return TrainResult(run, status, step, best_step, best_cider, metrics, reached, target_message)
+    return TrainResult(run, status, step, best_step, best_cider, metrics, reached, target_message, message)

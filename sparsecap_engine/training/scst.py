@@ -264,7 +264,7 @@ def run_scst(
     config: RunConfig,
     run: RunDir,
     progress: Progress = no_progress,
-    stop: Callable[[], bool] | None = None,
+    stop: Callable[[], bool | str | None] | None = None,
     resume: bool = False,
     hooks: object | None = None,
 ) -> TrainResult:
