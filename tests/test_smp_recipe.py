@@ -61,11 +61,33 @@ def test_keep_threshold_keeps_exactly_k_across_tensors():
         assert kept == round((1 - sparsity) * n), sparsity
 
 
+def test_topk_training_mask_is_the_eval_mask():
+    """The robust default: [s > τ] in training as in eval (no sampling noise), exactly the scheduled NNZ."""
+    torch.manual_seed(0)
+    lin = nn.Linear(100, 100, bias=False)
+    m = SupermaskMethod(0.7, total_steps=10)
+    assert m.sampling == "topk" and SupermaskMethod(0.7, recipe="paper").sampling == "bernoulli"
+    m.attach(lin)
+    with torch.no_grad():
+        lin.parametrizations.weight.original.fill_(1.0)
+        m.logits()[0].normal_()
+    lin.train()
+    m.before_step(8)  # past the ramp: τ keeps 30 %
+    first = (lin.weight != 0).clone()
+    m.masks.end_step()
+    m.masks.begin_step()
+    assert torch.equal(lin.weight != 0, first)  # the same mask at every step: no sampling
+    m.masks.end_step()
+    assert int(first.sum()) == 3000 and torch.equal(first, m.logits()[0].detach() > m.masks.slots["weight"].shift)
+    lin.eval()
+    assert torch.equal(lin.weight != 0, first)
+
+
 def test_training_masks_sample_around_the_threshold():
     """Bernoulli(σ(s − τ)) in training, [s > τ] in eval: the threshold shifts both."""
     torch.manual_seed(0)
     lin = nn.Linear(200, 200, bias=False)
-    m = SupermaskMethod(0.5, total_steps=100)
+    m = SupermaskMethod(0.5, total_steps=100, sampling="bernoulli")
     m.attach(lin)
     with torch.no_grad():
         lin.parametrizations.weight.original.fill_(1.0)
@@ -88,11 +110,13 @@ def test_training_masks_sample_around_the_threshold():
     assert float((lin.weight != 0).float().mean()) == 1.0
 
 
-def test_robust_gradient_is_the_caption_loss_through_the_shifted_sigmoid():
-    """∂L/∂s_i = σ'(s_i − τ)·w_i·∂L/∂(w⊙m)_i (straight-through), no sparsity loss term."""
+@pytest.mark.parametrize("sampling", ["topk", "bernoulli"])
+def test_robust_gradient_is_the_caption_loss_straight_through(sampling: str):
+    """topk: ∂L/∂s_i = w_i·∂L/∂(w⊙m)_i for kept and pruned weights alike (a pruned weight can come back);
+    bernoulli: times σ'(s_i − τ). No sparsity loss term."""
     torch.manual_seed(0)
     lin = nn.Linear(6, 4, bias=False)
-    m = SupermaskMethod(0.5, total_steps=10)
+    m = SupermaskMethod(0.5, total_steps=10, sampling=sampling)
     m.attach(lin)
     slot = m.masks.slots["weight"]
     with torch.no_grad():
@@ -106,7 +130,9 @@ def test_robust_gradient_is_the_caption_loss_through_the_shifted_sigmoid():
     lin(x).sum().backward()
     s, w = slot.logits.detach(), lin.parametrizations.weight.original.detach()
     p = torch.sigmoid(s - tau)
-    assert torch.allclose(slot.logits.grad, x.sum(0).expand(4, 6) * w * p * (1 - p), atol=1e-6)
+    slope = p * (1 - p) if sampling == "bernoulli" else torch.ones_like(p)
+    assert torch.allclose(slot.logits.grad, x.sum(0).expand(4, 6) * w * slope, atol=1e-6)
+    assert bool((slot.logits.grad[s <= tau] != 0).all())  # pruned logits still learn
     m.masks.end_step()
 
 

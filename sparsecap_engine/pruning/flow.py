@@ -58,9 +58,7 @@ class PruneOptions:
     ramp_end: float = 0.5
     harden_at: float = 0.75
     sharpen: float = 1.0
-    mask_optim: str = "adam"
-    mask_momentum: float = 0.9
-    sampling: str = "bernoulli"
+    sampling: str = ""
     start: int = -1
     end: int = -1
     every: int = -1
@@ -214,9 +212,7 @@ def make_method(opts: PruneOptions, total_steps: int, masks: dict[str, Tensor] |
     extra: dict[str, Any] = {
         "supermask": {"recipe": opts.recipe, "mask_init": opts.mask_init, "mask_lr": opts.mask_lr,
                       "mask_eps": opts.mask_eps, "sparsity_weight": opts.sparsity_weight, "ramp_end": opts.ramp_end,
-                      "harden_at": opts.harden_at, "sharpen": opts.sharpen,
-                      "mask_optim": opts.mask_optim, "mask_momentum": opts.mask_momentum,
-                      "sampling": opts.sampling},
+                      "harden_at": opts.harden_at, "sharpen": opts.sharpen, "sampling": opts.sampling},
         "gradual": {"start": auto(opts.start), "end": auto(opts.end), "every": auto(opts.every),
                     "initial_sparsity": opts.initial_sparsity},
         "snip": {"snip_batches": opts.snip_batches},
