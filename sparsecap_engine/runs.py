@@ -19,6 +19,12 @@ class EventLog:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._f = self.path.open("a", encoding="utf-8")
+        if self._f.tell() > 0:  # a torn last line (the process was killed mid-write) must not swallow the next event
+            with self.path.open("rb") as f:
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    self._f.write("\n")
+                    self._f.flush()
 
     def write(self, kind: str, step: int, **fields: Any) -> dict[str, Any]:
         event = {"kind": kind, "time": time.time(), "step": int(step), **fields}

@@ -194,3 +194,27 @@ def test_prune_on_region_features_then_caption_an_image(tiny: dict[str, Path]):
                          timeout=600)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["image"] == str(image)
+
+
+@pytest.mark.slow
+def test_prune_resume_through_the_executable(tiny: dict[str, Path]):
+    """``prune --resume --name RUN`` continues a pruning run as it was configured; mixing in options, or resuming
+    a pruning run with ``train``, is a one-line usage error that writes nothing."""
+    runs = str(tiny["runs"])
+    res = sparsecap("prune", "--config", str(tiny["config"]), "--from", str(tiny["dense"]), "--name", "resumable",
+                    "--runs-root", runs, "--steps", "4", "--val-every", "2", "--quiet")
+    assert res.returncode == 0, res.stderr
+    run = tiny["runs"] / "resumable"
+    before = (run / "events.jsonl").read_text()
+    for args in (["prune", "--resume", "--name", "resumable", "--steps", "8"],
+                 ["train", "--resume", "--name", "resumable"]):
+        bad = sparsecap(*args, "--runs-root", runs)
+        lines = [line for line in bad.stderr.splitlines() if line.strip()]
+        assert bad.returncode == 2 and len(lines) == 1, bad.stderr
+        assert ("--steps" in lines[0]) if args[0] == "prune" else ("sparsecap prune --resume" in lines[0])
+    assert (run / "events.jsonl").read_text() == before
+    again = sparsecap("prune", "--resume", "--name", "resumable", "--runs-root", runs, "--quiet")
+    assert again.returncode == 0, again.stderr
+    ends = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [e["status"] for e in ends if e["kind"] == "run_end"] == ["completed", "completed"]
+    assert tomllib.loads((run / "config.toml").read_text())["prune"]["method"] == "magnitude"

@@ -10,7 +10,7 @@ from rich.table import Table
 from sparsecap_cli.commands.common import default_run_name, prune_config, raise_for_status, training_flags
 from sparsecap_cli.render import console, progress_bar, scores_table
 from sparsecap_cli.signals import StopSignals
-from sparsecap_engine.errors import TargetMissedError
+from sparsecap_engine.errors import TargetMissedError, UsageError
 
 
 def prune(
@@ -87,6 +87,8 @@ def prune(
     amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
     sets: list[str] | None = typer.Option(None, "--set", help="Any config key: section.key=value (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the pruning run --name from its last checkpoint "
+                                "(its own config and pruning options; other options are not allowed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     tui: bool = typer.Option(False, "--tui", help="Watch the run in the live monitor; quitting asks: stop or detach."),
@@ -126,26 +128,42 @@ def prune(
     }
     flags = training_flags(
         model=model, preset=preset, dataset=dataset, image_root=image_root, features=features, boxes=boxes,
-        steps=steps, batch_size=batch_size,
-        lr=lr, schedule=schedule, label_smoothing=label_smoothing, grad_clip=grad_clip, val_every=val_every,
-        device=device, amp=amp, seed=seed,
+        steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, label_smoothing=label_smoothing,
+        grad_clip=grad_clip, val_every=val_every, device=device, amp=amp, seed=seed,
     )
-    cfg = prune_config(config, flags, sets, {k: v for k, v in given.items() if v is not None})
-    plan = plan_prune(cfg)  # every check before the run directory is created
+    if resume:
+        special = {"model.name": "--model", "source": "--from", "source_checkpoint": "--from-checkpoint",
+                   "start": "--prune-start", "end": "--prune-end", "every": "--prune-every"}
+        extra = [special.get(k, "--" + k.split(".")[-1].replace("_", "-"))
+                 for k, v in {**given, **flags}.items() if v is not None]
+        extra += (["--config"] if config else []) + (["--set"] if sets else [])
+        if not name or extra:
+            raise UsageError("--resume continues the run --name as it was configured: give --name (and "
+                             f"--runs-root) only{'; got ' + ', '.join(extra) if extra else ''}")
+        run = RunDir.open(runs_root / name)
+        cfg = run.load_config()
+        if not cfg.prune.get("method"):
+            raise UsageError(f"{run.path} is not a pruning run: resume it with "
+                             f"`sparsecap train --resume --name {name}`")
+        plan = plan_prune(cfg)
+    else:
+        cfg = prune_config(config, flags, sets, {k: v for k, v in given.items() if v is not None})
+        plan = plan_prune(cfg)  # every check before the run directory is created
+        run = RunDir.create(runs_root / (name or default_run_name(cfg, f"-{plan.opts.method}-{plan.opts.sparsity:g}")),
+                            overwrite=overwrite)
     opts = plan.opts
-    run = RunDir.create(runs_root / (name or default_run_name(cfg, f"-{opts.method}-{opts.sparsity:g}")),
-                        overwrite=overwrite)
     console.print(f"run: [bold]{run.path}[/bold]  method: [bold]{opts.method}[/bold]  "
                   f"target sparsity: {opts.sparsity:g}")
     with StopSignals(console.print) as signals:
         if tui:
             from sparsecap_cli.tui.attach import run_with_monitor
 
-            result = run_with_monitor(lambda stop: run_prune(cfg, run, stop=lambda: stop() or signals(), plan=plan),
+            result = run_with_monitor(lambda stop: run_prune(cfg, run, stop=lambda: stop() or signals(), plan=plan,
+                                                                resume=resume),
                                       run.path, signals=signals)
         else:
             with progress_bar(quiet) as progress:
-                result = run_prune(cfg, run, progress=progress, plan=plan, stop=signals)
+                result = run_prune(cfg, run, progress=progress, plan=plan, stop=signals, resume=resume)
     console.print(scores_table(f"validation ({result.status})", result.metrics))
     console.print(layer_table(result.report, result.target))
     for warning in result.warnings:

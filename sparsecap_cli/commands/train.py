@@ -62,6 +62,9 @@ def train(
             raise typer.BadParameter("--resume needs --name of the run to continue")
         run = RunDir.open(runs_root / name)
         cfg = run.load_config()
+        if cfg.prune.get("method"):
+            raise UsageError(f"{run.path} is a pruning run ({cfg.prune['method']}): resume it with "
+                             f"`sparsecap prune --resume --name {name}`")
     else:
         flags = {
             **training_flags(

@@ -326,13 +326,17 @@ def run_prune(
     progress: Progress = no_progress,
     stop: Callable[[], bool | str | None] | None = None,
     plan: PrunePlan | None = None,
+    resume: bool = False,
 ) -> PruneResult:
-    """Run the pruning flow described by ``config.prune`` in ``run``."""
+    """Run the pruning flow described by ``config.prune`` in ``run`` (``resume``: continue it from its trainer
+    state; lottery runs, made of rounds, cannot resume)."""
     from sparsecap_engine.training.recipe import train
     from sparsecap_engine.training.setup import fit_encoder, load_splits, resolve_model
 
     plan = plan or plan_prune(config)
     config, opts, src = plan.config, plan.opts, plan.src
+    if resume and opts.method == "lottery":
+        raise UsageError("lottery runs (prune, rewind, retrain in rounds) cannot resume; start again with --overwrite")
     splits = load_splits(config.data, vocab=src.vocab if src else None, progress=progress,
                          model=resolve_model(config.model))
     target = opts.sparsity
@@ -350,7 +354,7 @@ def run_prune(
         if opts.method == "snip":
             method.loss_fn = xe_loss_fn(config, splits)
         res = train(config, run, progress, hooks=method, init_weights=src.state if src else None, stop=stop,
-                    splits=splits)
+                    splits=splits, resume=resume)
 
     if res.status == "diverged":  # run_end says so; the last good checkpoint stays as it was
         raise DivergedError(res.message)

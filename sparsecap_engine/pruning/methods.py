@@ -131,6 +131,13 @@ class PruneMethod:
         save_pruned(path, model, vocab, self.masks.hard(), summary(rep, self.target, self.name), **meta)
         return True
 
+    def state_dict(self) -> dict[str, Any]:
+        """What resume needs beyond the model's own state (which holds the raw weights and hard masks)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` on resume (after ``attach``, before the first step)."""
+
     def end_note(self) -> dict[str, Any]:
         """Extra ``run_end`` fields: the final sparsity and the target (the recipe's ``target_check`` gives the
         verdict and its message, from the final masks)."""
@@ -288,6 +295,32 @@ class SupermaskMethod(PruneMethod):
         self._set_threshold(step + 1)  # hard masks between steps (validation, checkpoints) follow the schedule
         self.history.append((step + 1, self.sparsity(), self.scheduled(step + 1)))
 
+    def state_dict(self) -> dict[str, Any]:
+        slots = self.masks.slots.items()
+        return {
+            "logits": {name: slot.logits.detach().clone() for name, slot in slots},
+            "fixed": {name: slot.fixed.clone() for name, slot in slots if slot.fixed is not None},
+            "hardened_at": self.hardened_at,
+            "sparsity_weight": self.sparsity_weight,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        logits, fixed = state.get("logits", {}), state.get("fixed", {})
+        if set(logits) != set(self.masks.slots):
+            raise CheckpointError("the saved supermask logits do not match this model's prunable weights")
+        with torch.no_grad():
+            for name, slot in self.masks.slots.items():
+                slot.logits.copy_(logits[name].to(slot.logits.device))  # in place: the optimiser holds these
+                slot.clear()
+        self.hardened_at = state.get("hardened_at")
+        self.sparsity_weight = float(state.get("sparsity_weight", self.sparsity_weight))
+        if self.hardened_at is not None:
+            tau = keep_threshold(self.logits(), self.target)
+            for name, slot in self.masks.slots.items():
+                slot.shift = tau
+                slot.fix(fixed[name])
+        self._tau_step = None  # before_step sets τ for the resumed step
+
     def harden(self, step: int) -> None:
         """Freeze every mask to the globally top ``(1 − s_target)·N`` logits (exactly the target's NNZ)."""
         tau = keep_threshold(self.logits(), self.target)
@@ -402,6 +435,12 @@ class SnipMethod(PruneMethod):
         if not self.done:
             self.prune_now()
         super().before_step(step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": self.done}  # the masks themselves are in the model's state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done = bool(state.get("done", self.done))
 
 
 @register_method("fixed")

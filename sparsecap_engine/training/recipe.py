@@ -209,9 +209,11 @@ def train(
     last_saved: int | None = None
     last_report: dict[str, Any] | None = None
     if resume:
-        start, best_cider, best_step = load_trainer_state(run, model, optimizer, scaler, device)
+        start, best_cider, best_step = load_trainer_state(run, model, optimizer, scaler, device, hooks)
         last_saved = start
+        logged = max((e["step"] for e in run.events() if e.get("kind") == "train"), default=0)
     else:
+        logged = 0
         save("init", 0)
         log.write("run_start", 0, config=config.to_dict(), model=model_cfg, device=str(device),
                   params=sum(p.numel() for p in model.parameters()), train_images=len(splits.train))
@@ -225,7 +227,8 @@ def train(
         if is_best:
             best_cider, best_step = metrics["CIDEr-D"], step
             save("best", step, metrics=metrics)
-        save_trainer_state(run, step, optimizer, scaler, best_cider, best_step)
+        save_trainer_state(run, step, optimizer, scaler, best_cider, best_step, model,
+                           call(hooks, "state_dict", default=None))
         log.write("checkpoint", step, path=str(run.checkpoints / "last.safetensors"), best=is_best)
 
     def evaluate(step: int) -> dict[str, float]:
@@ -282,7 +285,7 @@ def train(
             seen += int(info.pop("items", len(index)))
             if done in tc.keep_steps:  # weights at step k, for lottery-ticket late rewinding
                 save(f"step-{done}", done)
-            if done % tc.log_every == 0 or done == tc.steps:
+            if (done % tc.log_every == 0 or done == tc.steps) and done > logged:  # a replayed step: logged already
                 rate = seen / max(1e-9, time.perf_counter() - t0)
                 epoch = step * tc.batch_size / max(1, len(splits.train))
                 log.write("train", done, epoch=round(epoch, 3), loss=loss.item(), lr=lr, items_per_s=round(rate, 1),

@@ -1,4 +1,7 @@
-"""Trainer state for exact resume: optimiser, AMP scaler, RNG, step, best score (torch.save, loaded weights_only)."""
+"""Trainer state for exact resume, in one atomically written file (``last.state.pt``, torch.save, loaded
+weights_only): step, the model's raw state (pruned runs: unmasked weights and masks), the pruning method's own
+state, optimiser, AMP scaler, RNG and best score. Resume reads only this file, so it always sees one step, whatever
+a kill left in ``last.safetensors`` (the user-facing weights)."""
 
 from __future__ import annotations
 
@@ -19,9 +22,12 @@ def state_path(run: RunDir) -> Path:
     return run.checkpoints / "last.state.pt"
 
 
-def save_trainer_state(run: RunDir, step: int, optimizer, scaler, best_cider, best_step) -> None:
+def save_trainer_state(run: RunDir, step: int, optimizer, scaler, best_cider, best_step,
+                       model: CaptionModel | None = None, hooks_state: dict | None = None) -> None:
     state = {
         "step": step,
+        "model": model.state_dict() if model is not None else None,
+        "hooks": hooks_state or {},
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
         "torch_rng": torch.get_rng_state(),
@@ -34,20 +40,32 @@ def save_trainer_state(run: RunDir, step: int, optimizer, scaler, best_cider, be
     atomic_write_bytes(state_path(run), buf.getvalue())
 
 
-def load_trainer_state(run: RunDir, model: CaptionModel, optimizer, scaler, device) -> tuple[int, float | None, int]:
-    """Load ``last`` weights and trainer state; returns (step, best CIDEr-D, best step)."""
+def load_trainer_state(run: RunDir, model: CaptionModel, optimizer, scaler, device,
+                       hooks: object | None = None) -> tuple[int, float | None, int]:
+    """Load the model (its raw state; an older state file: ``last`` weights), the hooks' state and the trainer
+    state; returns (step, best CIDEr-D, best step)."""
+    from sparsecap_engine.training.hooks import call
+
     path = state_path(run)
     if not path.is_file():
         raise CheckpointError(f"cannot resume: no trainer state in {run.checkpoints}")
-    weights, _ = read_state(run.checkpoint("last"))
-    model.load_state_dict(weights)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        step = int(state["step"])
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
         raise CheckpointError(f"unreadable trainer state {path} ({exc.__class__.__name__})") from None
-    model.to(device)
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
+    weights = state.get("model")
+    if weights is None:
+        weights, _ = read_state(run.checkpoint("last"))
+    try:
+        model.load_state_dict(weights)
+        model.to(device)
+        call(hooks, "load_state_dict", state.get("hooks") or {})
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise CheckpointError(f"{path} does not fit this run's model and options ({first})") from None
     torch.set_rng_state(state["torch_rng"])
     random.setstate((3, tuple(state["python_rng"]), None))
-    return int(state["step"]), state["best_cider"], state["best_step"]
+    return step, state["best_cider"], state["best_step"]
