@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,9 +105,12 @@ class RunConfig:
         sections = {f.name: f for f in dataclasses.fields(cls)}
         unknown = set(data) - set(sections)
         if unknown:
-            raise UsageError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}")
+            first = sorted(unknown)[0]
+            raise UsageError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}{nearest(first, sections)}")
         cfg = cls()
         for name, value in data.items():
+            if not isinstance(value, dict):
+                raise UsageError(f"{source}: [{name}] must be a table, got {value!r}")
             if name in ("prune", "scst"):
                 setattr(cfg, name, dict(value))
                 continue
@@ -120,17 +126,57 @@ class RunConfig:
                 continue
             section, _, name = key.partition(".")
             if section not in data:
-                raise UsageError(f"unknown config key {key!r}")
+                raise UsageError(f"unknown config key {key!r}{nearest(section, data)}")
             data[section][name] = value
         return RunConfig.from_dict(data)
 
 
+def nearest(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the closest valid name, or ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _typed(value: Any, default: Any, key: str) -> Any:
+    """``value`` checked against the type of the field's default (ints accepted for floats, as TOML writes them)."""
+    def bad(kind: str) -> UsageError:
+        return UsageError(f"config: {key} must be {kind}, got {value!r}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        if abs(value) > 2**62:
+            raise bad("an integer of a sensible size")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        value = float(value)
+        if not math.isfinite(value):
+            raise bad("a finite number")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad("a string")
+    elif isinstance(default, list):
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        value = list(value)
+    elif isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise bad("a table")
+    return value
+
+
 def _merge(current: Any, values: dict[str, Any], where: str) -> Any:
     names = {f.name: f for f in dataclasses.fields(current)}
-    unknown = set(values) - set(names)
+    unknown = sorted(set(values) - set(names))
     if unknown:
-        raise UsageError(f"{where} unknown key(s) {', '.join(sorted(unknown))}")
-    return dataclasses.replace(current, **values)
+        raise UsageError(f"{where} unknown key(s) {', '.join(unknown)}{nearest(unknown[0], names)}")
+    section = where.rsplit("[", 1)[-1].rstrip("]")
+    typed = {k: _typed(v, getattr(current, k), f"{section}.{k}") for k, v in values.items()}
+    return dataclasses.replace(current, **typed)
 
 
 def read_toml(path: Path) -> dict[str, Any]:

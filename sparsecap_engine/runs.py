@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,15 @@ from typing import Any
 
 from sparsecap_engine.checkpoint.atomic import atomic_write_text
 from sparsecap_engine.config import RunConfig, load_toml, to_toml
-from sparsecap_engine.errors import RunError
+from sparsecap_engine.errors import RunError, UsageError
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one folder name inside the runs root: no path separators, no ``..``, not absolute."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("-") or "\0" in name:
+        raise UsageError(f"--name {name!r}: a run name is one folder name (no '/', '..' or leading '-'); "
+                         "use --runs-root to choose where runs go")
+    return name
 
 
 class EventLog:
@@ -67,14 +76,23 @@ class RunDir:
 
     @classmethod
     def create(cls, path: Path, overwrite: bool = False) -> RunDir:
+        """A new, empty run directory; ``overwrite`` clears a previous run there completely (no stale pruned
+        checkpoint, masks or tables survive to be mistaken for the new run's)."""
         path = Path(path)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise RunError(f"run directory already exists and is not empty: {path} (use --overwrite or a new --name)")
+        if path.exists() and not path.is_dir():
+            raise RunError(f"run path exists and is not a directory: {path}")
+        if path.exists() and any(path.iterdir()):
+            if not overwrite:
+                raise RunError(f"run directory already exists and is not empty: {path} "
+                               "(use --overwrite or a new --name)")
+            for child in path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         run = cls(path)
         for sub in (run.path, run.checkpoints, run.plots):
             sub.mkdir(parents=True, exist_ok=True)
-        if overwrite and run.events_path.exists():
-            run.events_path.unlink()
         return run
 
     @classmethod

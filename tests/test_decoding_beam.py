@@ -175,3 +175,15 @@ def test_bad_options_are_usage_errors():
         beam_search(model, _memory(model), BOS, EOS, PAD, L, beam_size=2, n_best=3)
     with pytest.raises(UsageError):
         beam_search(model, _memory(model), BOS, EOS, PAD, L, beam_size=0)
+
+
+def test_beam_wider_than_the_vocabulary_is_capped():
+    from sparsecap_engine.decoding.api import DecodeOptions, fit_vocab
+    from sparsecap_engine.text.vocab import Vocab
+
+    vocab = Vocab.build([["a", "b", "c"]], min_count=1)
+    opts = DecodeOptions(method="beam", beam_size=500, n_best=400).check()
+    fitted = fit_vocab(opts, vocab)
+    assert fitted.beam_size == len(vocab) - 2 and fitted.n_best == len(vocab) - 2
+    small = DecodeOptions(method="beam", beam_size=2).check()
+    assert fit_vocab(small, vocab) is small

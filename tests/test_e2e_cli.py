@@ -127,3 +127,21 @@ def test_missing_image_and_java(trained: dict[str, Path], tmp_path: Path):
     env["PATH"] = str(Path(sys.executable).parent)  # sparsecap on PATH, java not
     msg = one_line_error(sparsecap("eval", str(trained["run"]), "--limit", "2", env=env))
     assert "Java" in msg and "sparsecap doctor" in msg
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "train.steps=abc"], "train.steps must be an integer, got 'abc'"),
+    (["--set", "train.stepz=3"], "unknown key(s) stepz (did you mean steps?)"),
+    (["--set", "optim.label_smoothing=2"], "optim.label_smoothing must be in [0, 1)"),
+    (["--set", "model.rnn_size=0"], "model.rnn_size must be at least 1"),
+    (["--lr", "nan"], "optim.lr must be a finite number"),
+    (["--grad-clip", "-1"], "optim.grad_clip must be ≥ 0"),
+    (["--seed", "99999999999999999999"], "train.seed must be an integer of a sensible size"),
+    (["--name", "../escape"], "a run name is one folder name"),
+    (["--name", "/tmp/abs"], "a run name is one folder name"),
+])
+def test_bad_config_values_are_usage_errors_that_write_nothing(tmp_path: Path, args: list[str], needle: str):
+    runs = tmp_path / "runs"
+    res = sparsecap("train", "--runs-root", str(runs), "--steps", "1", *args, cwd=tmp_path)
+    assert needle in one_line_error(res, code=2)
+    assert not runs.exists() and list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())

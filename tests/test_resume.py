@@ -114,3 +114,14 @@ def test_torn_event_line_does_not_swallow_the_next(tmp_path: Path):
     log.close()
     assert [e["step"] for e in read_events(path)] == [1, 2]
     assert json.loads(path.read_text().splitlines()[-1])["step"] == 2
+
+
+def test_overwrite_clears_the_previous_run(tmp_path: Path):
+    old = RunDir.create(tmp_path / "r")
+    (old.checkpoints / "pruned.safetensors").write_bytes(b"stale")
+    (old.path / "sparsity.csv").write_text("stale")
+    with pytest.raises(Exception, match="--overwrite"):
+        RunDir.create(tmp_path / "r")
+    new = RunDir.create(tmp_path / "r", overwrite=True)
+    assert sorted(p.name for p in new.path.iterdir()) == ["checkpoints", "plots"]
+    assert list(new.checkpoints.iterdir()) == []

@@ -101,7 +101,10 @@ def prune(
     (last/best and sparsity.csv/.json stay for inspection) and exits with code 1.
     """
     from sparsecap_engine.pruning.flow import plan_prune, run_prune
-    from sparsecap_engine.runs import RunDir
+    from sparsecap_engine.runs import RunDir, check_run_name
+
+    if name is not None:
+        check_run_name(name)
 
     given = {
         "method": method,

@@ -53,7 +53,10 @@ def train(
     Data and training settings come from RUN; lr 5e-5, a constant schedule and 500 steps unless given.
     """
     from sparsecap_engine.errors import UsageError
-    from sparsecap_engine.runs import RunDir
+    from sparsecap_engine.runs import RunDir, check_run_name
+
+    if name is not None:
+        check_run_name(name)
     from sparsecap_engine.training.recipe import train as train_run
     from sparsecap_engine.training.setup import check_config
 

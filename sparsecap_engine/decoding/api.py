@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import Tensor
@@ -104,12 +104,22 @@ def _generator(memory: Memory, seed: int) -> torch.Generator:
     return torch.Generator(device=next(iter(memory.values())).device).manual_seed(seed)
 
 
+def fit_vocab(opts: DecodeOptions, vocab: Vocab) -> DecodeOptions:
+    """A beam (and n-best) no wider than the words a caption can continue with: a wider beam only holds
+    impossible hypotheses (``--beam 500`` on a 76-word vocabulary used to print an empty caption)."""
+    words = max(1, len(vocab) - 2)  # <bos> and <pad> never continue a caption
+    if opts.method != "beam" or opts.beam_size <= words:
+        return opts
+    return replace(opts, beam_size=words, n_best=min(opts.n_best, words))
+
+
 def decode_nbest(model: CaptionModel, memory: Memory, vocab: Vocab, opts: DecodeOptions) -> tuple[Tensor, Tensor]:
     """(B, n, T) ids and (B, n) scores of the ``opts.n_best`` best captions per image, best first.
 
     Scores: beam → the length-penalised log-prob; sample → the summed log-prob of each of n samples; greedy → its
     summed log-prob (n = 1).
     """
+    opts = fit_vocab(opts, vocab)
     ids = dict(bos=vocab.bos_id, eos=vocab.eos_id, pad=vocab.pad_id, max_len=opts.max_len)
     rules = constraints_for(vocab, opts)
     method = opts.effective_method
@@ -147,6 +157,7 @@ def _sequence_logprob(model: CaptionModel, memory: Memory, seqs: Tensor, vocab: 
 
 
 def decode_memory(model: CaptionModel, memory: Memory, vocab: Vocab, opts: DecodeOptions) -> Tensor:
+    opts = fit_vocab(opts, vocab)
     """(B, T) ids of the best caption per image."""
     ids = dict(bos=vocab.bos_id, eos=vocab.eos_id, pad=vocab.pad_id, max_len=opts.max_len)
     method = opts.effective_method

@@ -70,8 +70,8 @@ def greedy(
 def filter_logprobs(logp: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Tensor:
     """``logp / T`` with everything outside the ``top_k`` most likely tokens and outside the nucleus (the smallest set
     whose probability reaches ``top_p``, Holtzman et al. 2020) set to −inf; the most likely token always stays."""
-    if temperature <= 0:
-        raise UsageError(f"temperature must be > 0 (got {temperature})")
+    if not 0 < temperature < float("inf"):
+        raise UsageError(f"temperature must be a finite number > 0 (got {temperature})")
     if top_k < 0 or not 0.0 < top_p <= 1.0:
         raise UsageError(f"sampling needs top_k >= 0 and 0 < top_p <= 1 (got {top_k}, {top_p})")
     x = logp / temperature

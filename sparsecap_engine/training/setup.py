@@ -138,7 +138,27 @@ def check_config(config: RunConfig) -> None:
             raise UsageError(f"{name} must be at least 1")
     if config.data.max_len < 3:
         raise UsageError("data.max_len must be at least 3")
+    oc = config.optim
+    for name, value, ok, want in (
+        ("optim.lr", oc.lr, oc.lr > 0, "> 0"),
+        ("optim.lr_min", oc.lr_min, oc.lr_min >= 0, "≥ 0"),
+        ("optim.label_smoothing", oc.label_smoothing, 0 <= oc.label_smoothing < 1, "in [0, 1)"),
+        ("optim.grad_clip", oc.grad_clip, oc.grad_clip >= 0, "≥ 0 (0 = off)"),
+        ("optim.weight_decay", oc.weight_decay, oc.weight_decay >= 0, "≥ 0"),
+        ("optim.warmup", oc.warmup, oc.warmup >= 0, "≥ 0"),
+        ("optim.eps", oc.eps, oc.eps > 0, "> 0"),
+    ):
+        if not ok:
+            raise UsageError(f"{name} must be {want}, got {value}")
+    if len(oc.betas) != 2 or not all(0 <= b < 1 for b in oc.betas):
+        raise UsageError(f"optim.betas must be two numbers in [0, 1), got {oc.betas}")
     model = resolve_model(config.model)
+    for key, value in model.items():
+        sizes = ("_size", "d_model", "dim_feedforward", "num_layers", "num_heads")
+        if isinstance(value, int) and not isinstance(value, bool) and key.endswith(sizes) and value < 1:
+            raise UsageError(f"model.{key} must be at least 1, got {value}")
+        if isinstance(value, float) and "drop" in key and not 0 <= value < 1:
+            raise UsageError(f"model.{key} must be in [0, 1), got {value}")
     with torch.device("meta"):  # shapes only: catches bad sizes and sharing options before anything is written
         params = {k: v for k, v in model.items() if k not in ("name", "encoder", "encoder_args")}
         DECODERS[model["name"]](vocab_size=16, feat_dim=8, **params)
