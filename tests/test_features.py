@@ -276,3 +276,21 @@ def test_regions_model_captions_images(tmp_path: Path):
     save_model(ckpt, model, splits.vocab, image_size=64)
     with pytest.raises(UsageError, match="region features"):
         Captioner.load(checkpoint=ckpt).caption(paths, opts)
+
+
+def test_uncaptioned_training_images_are_skipped_not_hung_on(tmp_path: Path):
+    """A train image with no sentences used to hang batch assembly forever: it is left out and counted."""
+    dataset = generate_synthetic(tmp_path / "syn", images=20, size=32, seed=5)
+    data = json.loads(dataset.read_text())
+    train = [e for e in data["images"] if e["split"] == "train"]
+    train[0]["sentences"] = []
+    dataset.write_text(json.dumps(data))
+    splits = load_splits(DataConfig(dataset=str(dataset), image_size=32, min_word_count=1))
+    assert splits.skipped_train == 1 and len(splits.train) == len(train) - 1
+    assert splits.train.caption_batch(list(range(len(splits.train))), 5, torch.Generator()).shape[0] == 5 * (
+        len(train) - 1)
+    for e in train:
+        e["sentences"] = []
+    dataset.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="no image of the 'train' split has a caption"):
+        load_splits(DataConfig(dataset=str(dataset), image_size=32, min_word_count=1))

@@ -125,3 +125,23 @@ def test_overwrite_clears_the_previous_run(tmp_path: Path):
     new = RunDir.create(tmp_path / "r", overwrite=True)
     assert sorted(p.name for p in new.path.iterdir()) == ["checkpoints", "plots"]
     assert list(new.checkpoints.iterdir()) == []
+
+
+class _Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))  # runs at unpickling time if the loader allows code
+
+
+def test_crafted_pickle_in_trainer_state_is_refused_and_never_runs(tmp_path: Path):
+    from sparsecap_engine.errors import CheckpointError
+    from sparsecap_engine.training.state import load_trainer_state, state_path
+
+    run = RunDir.create(tmp_path / "r")
+    marker = tmp_path / "pwned"
+    torch.save({"step": 3, "payload": _Evil(marker)}, state_path(run))
+    with pytest.raises(CheckpointError, match="unreadable trainer state"):
+        load_trainer_state(run, None, None, None, "cpu")
+    assert not marker.exists()

@@ -70,6 +70,8 @@ class CaptionSet:
         seqs: list[list[int]] = []
         for i in index:
             caps = self.tokens[i]
+            if not caps:
+                raise DataError(f"image {self.records[i].image_id} has no caption to train on")
             order = torch.randperm(len(caps), generator=generator).tolist()
             while len(order) < per_image:
                 order += torch.randperm(len(caps), generator=generator).tolist()

@@ -216,7 +216,8 @@ def train(
         logged = 0
         save("init", 0)
         log.write("run_start", 0, config=config.to_dict(), model=model_cfg, device=str(device),
-                  params=sum(p.numel() for p in model.parameters()), train_images=len(splits.train))
+                  params=sum(p.numel() for p in model.parameters()), train_images=len(splits.train),
+                  skipped_train_images=splits.skipped_train)
 
     def checkpoint(step: int, metrics: dict[str, float]) -> None:
         nonlocal best_cider, best_step, last_saved

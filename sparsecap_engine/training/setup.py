@@ -59,6 +59,8 @@ class Splits:
     vocab: Vocab
     train: CaptionSet
     val: CaptionSet
+    #: training images left out because they have no caption (counted in ``run_start``)
+    skipped_train: int = 0
 
 
 def resolve_tokenizer(cfg: DataConfig, model: dict[str, Any] | None = None) -> tuple[str, int]:
@@ -109,7 +111,10 @@ def load_splits(
     captions unless one is given. Pixels are held in memory; region features are read per batch."""
     path = dataset_path(cfg, progress)
     records = load_records(path, Path(cfg.image_root) if cfg.image_root else None, cfg.use_raw)
-    train = [r for r in records if r.split == "train"]
+    train = [r for r in records if r.split == "train" and r.captions]  # nothing to learn from an uncaptioned image
+    skipped = sum(1 for r in records if r.split == "train" and not r.captions)
+    if not train:
+        raise DataError(f"{path}: no image of the 'train' split has a caption")
     val = [r for r in records if r.split == "val"]
     if vocab is None:
         kind, base = resolve_tokenizer(cfg, model)
@@ -119,6 +124,7 @@ def load_splits(
         vocab,
         CaptionSet.build(train, vocab, cfg.max_len, cfg.image_size, progress, features),
         CaptionSet.build(val, vocab, cfg.max_len, cfg.image_size, progress, features),
+        skipped_train=skipped,
     )
 
 
