@@ -111,3 +111,26 @@ def test_non_finite_loss_stops_as_diverged(data: dict[str, Path]):
         path = run / "checkpoints" / f"{name}.safetensors"
         if path.is_file():
             assert all(torch.isfinite(t).all() for t in load_file(path).values()), name
+
+
+@pytest.mark.slow
+def test_kill_9_at_any_moment_then_resume_is_exact(data: dict[str, Path]):
+    """SIGKILL at several points (between and during checkpoint writes): the last checkpoint loads, the event log
+    reads, and ``--resume`` ends with the weights and per-step losses of an uninterrupted run."""
+    steps = ["--steps", "300", "--val-every", "7"]
+    ref = data["root"] / "runs" / "k9-straight"
+    assert subprocess.run(_train(data, ref.name, *steps), capture_output=True, env=ENV).returncode == 0
+    for trial, at_step in enumerate((8, 61, 150)):
+        run = data["root"] / "runs" / f"k9-{trial}"
+        res = _stop_midway(_train(data, run.name, *steps), run, signal.SIGKILL, at_step=at_step)
+        assert res.returncode == -signal.SIGKILL
+        assert any(e["kind"] == "checkpoint" for e in _events(run))  # the log reads (a torn line is skipped)
+        resumed = subprocess.run([EXE, "train", "--resume", "--name", run.name, "--runs-root",
+                                  str(data["root"] / "runs"), "--quiet"], capture_output=True, text=True, env=ENV)
+        assert resumed.returncode == 0, resumed.stderr
+        assert not list((run / "checkpoints").glob(".*.tmp"))
+        a, b = load_file(ref / "checkpoints" / "last.safetensors"), load_file(run / "checkpoints" / "last.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), trial
+        losses = {e["step"]: e["loss"] for e in _events(ref) if e["kind"] == "train"}
+        again = [(e["step"], e["loss"]) for e in _events(run) if e["kind"] == "train"]
+        assert len(again) == len({s for s, _ in again}) and dict(again) == losses, trial

@@ -209,6 +209,8 @@ def train(
     last_saved: int | None = None
     last_report: dict[str, Any] | None = None
     if resume:
+        for stale in run.checkpoints.glob(".*.tmp"):  # a write a kill interrupted: the finished file is intact
+            stale.unlink(missing_ok=True)
         start, best_cider, best_step = load_trainer_state(run, model, optimizer, scaler, device, hooks)
         last_saved = start
         logged = max((e["step"] for e in run.events() if e.get("kind") == "train"), default=0)
