@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -57,3 +58,30 @@ def test_interrupted_write_leaves_old_file(tmp_path: Path, monkeypatch: pytest.M
     assert target.read_bytes() == b"old contents"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]  # no temp file left behind
     monkeypatch.setattr(atomic.os, "fsync", os.fsync)
+
+
+def test_absurd_or_mismatched_metadata_is_refused_before_allocation(tmp_path: Path):
+    """Metadata asking for a huge model is compared on the meta device with the file's tensors: a one-line
+    CheckpointError, never an allocation of the size it asks for (one probe used to allocate 23 GB)."""
+    from safetensors.torch import load_file, save_file
+
+    from sparsecap_engine.checkpoint.model_io import read_state
+
+    model, vocab = tiny(), Vocab([f"w{i}" for i in range(16)])
+    path = tmp_path / "m.safetensors"
+    save_model(path, model, vocab)
+    _, meta = read_state(path)
+    tensors = load_file(path)
+    for bad_model, needle in (({**meta["model"], "rnn_size": 10**7}, "has shape"),
+                              ({**meta["model"], "rnn_size": "wide"}, "does not describe a model")):
+        bad = tmp_path / "bad.safetensors"
+        save_file(tensors, bad, metadata={**_raw_meta(path), "model": json.dumps(bad_model)})
+        with pytest.raises(CheckpointError, match=needle):
+            load_model(bad)
+
+
+def _raw_meta(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata())

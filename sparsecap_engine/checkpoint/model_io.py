@@ -51,9 +51,18 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[CaptionM
         config.pop("vocab_size", None)
         # encoder weights (e.g. a ResNet file) come from this checkpoint, not from the path used at training time
         config["encoder_args"] = {k: v for k, v in config.get("encoder_args", {}).items() if k != "weights"}
-        model = build_model(config, len(vocab))
+        with torch.device("meta"):  # shapes only: absurd sizes in the metadata allocate nothing
+            probe = build_model(config, len(vocab)).state_dict()
     except KeyError as exc:
         raise CheckpointError(f"{path}: metadata lacks {exc}") from None
+    except (TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise CheckpointError(f"{path}: its metadata does not describe a model ({first})") from None
+    for name, tensor in probe.items():
+        if name in state and tuple(state[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{path}: weight {name!r} has shape {tuple(state[name].shape)}, the model in its "
+                                  f"metadata needs {tuple(tensor.shape)}")
+    model = build_model(config, len(vocab))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
