@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 
@@ -61,7 +62,8 @@ def _run(cmd: str, argv: list[str]) -> int:
         (run / "checkpoints" / f"{which}.safetensors").write_bytes(b"weights")
     (run / "checkpoints" / "last.state.pt").write_bytes(b"state")
     if cmd == "prune":
-        target = float(_opt(argv, "--sparsity"))
+        prune = tomllib.loads((run / "config.toml").read_text()).get("prune", {})  # prune --resume: the run's own
+        target = float(_opt(argv, "--sparsity") or prune["sparsity"])
         reached = target
         if name in _names("FAKE_MISS"):
             reached, status, code = target / 2, "target-missed", 1
@@ -72,7 +74,8 @@ def _run(cmd: str, argv: list[str]) -> int:
                                         "sparsity": reached * (0.8 + 0.1 * i), "pruned": True} for i in range(3)}
         numel = 300
         nnz = round(numel * (1 - reached))
-        report = {"method": _opt(argv, "--method"), "target": target, "reached": reached == target, "tensors": tensors,
+        report = {"method": _opt(argv, "--method") or prune.get("method"), "target": target,
+                  "reached": reached == target, "tensors": tensors,
                   "pruned": {"numel": numel, "nnz": nnz, "sparsity": 1 - nnz / numel}}
         (run / "sparsity.json").write_text(json.dumps(report))
     _event(events, "run_end", status=status, message=message)

@@ -203,8 +203,8 @@ def test_dry_run_lines_are_shell_commands_with_threads(tmp_path: Path):
 
 
 def test_decide_which_cells_rerun_and_how(tmp_path: Path):
-    plan, _ = plan_of(tmp_path, methods=("dense", "gradual"), sparsity=(0.5,))
-    dense, grad = plan.cells
+    plan, _ = plan_of(tmp_path, methods=("dense", "gradual", "lottery"), sparsity=(0.5,))
+    dense, grad, lottery = plan.cells
     folder = str(tmp_path / "sw")
     assert decide(dense, CellState("completed", True, "completed", True, True)).kind == "skip"
     assert decide(grad, CellState("target-missed", True, "target-missed", False, True)).kind == "skip"
@@ -216,8 +216,11 @@ def test_decide_which_cells_rerun_and_how(tmp_path: Path):
     assert resume.kind == "resume"
     assert resume.argv == ["sparsecap", "train", "--name", "dense", "--runs-root", folder, "--resume", "--quiet"]
     assert decide(dense, CellState(None, True, None, False, False)).argv == [*dense.argv, "--overwrite"]
-    restart = decide(grad, CellState("failed", True, None, True, False))  # prune: no resume yet
-    assert restart.kind == "restart" and restart.argv == [*grad.argv, "--overwrite"]
+    pruned = decide(grad, CellState("failed", True, None, True, False))  # prune cells resume too
+    assert pruned.argv == ["sparsecap", "prune", "--name", "gradual-0.5", "--runs-root", folder, "--resume", "--quiet"]
+    restart = decide(lottery, CellState("failed", True, None, True, False))  # rounds: no resume
+    assert restart.kind == "restart" and restart.argv == [*lottery.argv, "--overwrite"]
+    assert decide(grad, CellState("failed", True, None, False, False)).kind == "restart"  # no trainer state
     measured = decide(grad, CellState("failed", True, "completed", False, True))  # ran, measuring failed
     assert measured.kind == "measure" and measured.argv is None
     assert decide(grad, CellState(None, True, "completed", False, False)).kind == "restart"  # no sparsity.json
@@ -433,7 +436,7 @@ def test_ctrl_c_interrupts_running_cells_and_rerun_resumes(tmp_path: Path, fake:
     assert again.status == "completed"
     argv = {c["argv"][c["argv"].index("--name") + 1]: c["argv"] for c in calls_of(fake) if "--name" in c["argv"]}
     assert "--resume" in argv["dense"] and "--overwrite" not in argv["dense"]
-    assert "--overwrite" in argv["gradual-0.5"] and "--resume" not in argv["gradual-0.5"]
+    assert "--resume" in argv["gradual-0.5"] and "--overwrite" not in argv["gradual-0.5"]  # prune resumes too
 
 
 def test_changed_grid_is_refused_and_overwrite_reruns_all(tmp_path: Path, fake: Path):

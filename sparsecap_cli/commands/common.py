@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from sparsecap_cli.signals import StopSignals
 
 
+#: config keys that say how a run executes, not what it computes: allowed with ``--resume``
+EXECUTION_KEYS = ("train.num_threads", "train.device")
+
+
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
     """``--set section.key=value`` pairs; values parsed as JSON when they can be (numbers, booleans, lists)."""
     out: dict[str, Any] = {}

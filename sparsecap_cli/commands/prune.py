@@ -7,7 +7,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sparsecap_cli.commands.common import default_run_name, prune_config, raise_for_status, training_flags
+from sparsecap_cli.commands.common import (
+    EXECUTION_KEYS,
+    default_run_name,
+    parse_sets,
+    prune_config,
+    raise_for_status,
+    training_flags,
+)
 from sparsecap_cli.render import console, progress_bar, scores_table
 from sparsecap_cli.signals import StopSignals
 from sparsecap_engine.errors import TargetMissedError, UsageError
@@ -137,14 +144,17 @@ def prune(
     if resume:
         special = {"model.name": "--model", "source": "--from", "source_checkpoint": "--from-checkpoint",
                    "start": "--prune-start", "end": "--prune-end", "every": "--prune-every"}
+        where = {k: v for k, v in parse_sets(sets).items() if k in EXECUTION_KEYS}  # how to run, not what
+        where.update({"train.device": device} if device is not None else {})
         extra = [special.get(k, "--" + k.split(".")[-1].replace("_", "-"))
-                 for k, v in {**given, **flags}.items() if v is not None]
-        extra += (["--config"] if config else []) + (["--set"] if sets else [])
+                 for k, v in {**given, **flags}.items() if v is not None and k != "train.device"]
+        extra += (["--config"] if config else []) + [f"--set {k}" for k in parse_sets(sets) if k not in where]
         if not name or extra:
             raise UsageError("--resume continues the run --name as it was configured: give --name (and "
-                             f"--runs-root) only{'; got ' + ', '.join(extra) if extra else ''}")
+                             f"--runs-root, --device, --set train.num_threads=N) only"
+                             f"{'; got ' + ', '.join(extra) if extra else ''}")
         run = RunDir.open(runs_root / name)
-        cfg = run.load_config()
+        cfg = run.load_config().override(where)
         if not cfg.prune.get("method"):
             raise UsageError(f"{run.path} is not a pruning run: resume it with "
                              f"`sparsecap train --resume --name {name}`")

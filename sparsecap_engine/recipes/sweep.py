@@ -303,9 +303,9 @@ class CellState:
 
 @dataclass(frozen=True)
 class Action:
-    """What to do with a cell: ``skip`` (done), ``run`` (fresh), ``resume`` (train ``--resume``), ``restart``
-    (``--overwrite``: prune has no resume yet, so an unfinished prune run starts again) or ``measure`` (the run
-    finished but its results were not collected: evaluate, export and time it only)."""
+    """What to do with a cell: ``skip`` (done), ``run`` (fresh), ``resume`` (``train``/``prune --resume``),
+    ``restart`` (``--overwrite``: a lottery cell, made of rounds, or one without a trainer state starts again) or
+    ``measure`` (the run finished but its results were not collected: evaluate, export and time it only)."""
 
     kind: str
     argv: list[str] | None = None
@@ -348,8 +348,9 @@ def decide(cell: Cell, state: CellState, overwrite: bool = False) -> Action:
         return Action("run", list(cell.argv))
     if state.run_end in FINAL and state.has_outputs:
         return Action("measure")
-    if cell.kind == "train" and state.resumable:
-        return Action("resume", ["sparsecap", "train", "--name", cell.id, "--runs-root", cell.folder, "--resume",
+    if state.resumable and cell.method != "lottery":
+        command = "train" if cell.kind == "train" else "prune"
+        return Action("resume", ["sparsecap", command, "--name", cell.id, "--runs-root", cell.folder, "--resume",
                                  "--quiet"])
     return Action("restart", [*cell.argv, "--overwrite"])
 
