@@ -145,3 +145,20 @@ def test_bad_config_values_are_usage_errors_that_write_nothing(tmp_path: Path, a
     res = sparsecap("train", "--runs-root", str(runs), "--steps", "1", *args, cwd=tmp_path)
     assert needle in one_line_error(res, code=2)
     assert not runs.exists() and list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_monitor_reads_a_run_the_recipe_wrote(trained: dict[str, Path]):
+    """``monitor --once --json`` on a real run directory (not a hand-written log) reports what its events say."""
+    run = trained["run"]
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    res = sparsecap("monitor", str(run), "--once", "--json")
+    assert res.returncode == 0, res.stderr
+    state = json.loads(res.stdout)
+    end = [e for e in events if e["kind"] == "run_end"][-1]
+    vals = [e for e in events if e["kind"] == "val"]
+    trains = [e for e in events if e["kind"] == "train"]
+    assert state["status"] == end["status"] == "completed" and state["step"] == 40 == state["total_steps"]
+    assert state["metrics"] == vals[-1]["metrics"] and state["best_step"] == end["best_step"]
+    assert state["loss"] == trains[-1]["loss"] and state["curves"]["loss"]["steps"] == [e["step"] for e in trains]
+    assert state["params"] == events[0]["params"] and state["model"] == "updown"
