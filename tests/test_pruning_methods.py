@@ -78,6 +78,7 @@ def test_gradual_follows_cubic_schedule(criterion: str):
     method.attach(model)
     assert (method.schedule.start, method.schedule.end, method.schedule.every) == (5, 41, 4)
     prev = {n: m.clone() for n, m in method.masks.hard().items()}
+    changed_after: list[int] = []  # loop steps (0-based) after which the masks changed
     for step in range(60):
         method.before_step(step)
         with torch.no_grad():  # stand-in for an optimiser step: weights move
@@ -87,9 +88,14 @@ def test_gradual_follows_cubic_schedule(criterion: str):
         hard = method.masks.hard()
         for n, m in hard.items():
             assert not bool((m & ~prev[n]).any()), "a pruned weight grew back"
+        if any(not torch.equal(m, prev[n]) for n, m in hard.items()):
+            changed_after.append(step)
         prev = {n: m.clone() for n, m in hard.items()}
     updates = [t for t, _, _ in method.history]
     assert updates == list(range(5, 42, 4))
+    # "prune after step t" = after t optimiser steps: the call for 0-based step t - 1 (the first one, at t = 5 with
+    # s_t = 0, removes nothing)
+    assert changed_after == [t - 1 for t in range(9, 42, 4)]
     numel = sum(m.numel() for m in method.masks.hard().values())
     for t, s_t, achieved in method.history:
         assert s_t == pytest.approx(0.9 + (0.0 - 0.9) * (1 - (t - 5) / 36) ** 3)

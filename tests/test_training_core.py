@@ -80,3 +80,28 @@ def test_noam_step_and_constant_schedules():
     assert math.isclose(make_schedule(OptimConfig(warmup=0), 100, 1)(50), (1e-3 - 1e-5) / 2 + 1e-5)
     with pytest.raises(UsageError, match="unknown schedule"):
         make_schedule(OptimConfig(schedule="linear"), 100, 1)
+
+
+def test_gradient_clipping_by_norm_and_value_spares_mask_logits():
+    from sparsecap_engine.training.recipe import clip_gradients
+
+    w, b, logits = (torch.zeros(3, requires_grad=True) for _ in range(3))
+    opt = torch.optim.Adam([{"params": [w, b], "scheduled": True},
+                            {"params": [logits], "scheduled": False, "pruning_mask": True}])
+
+    def grads(gw, gb, gl):
+        w.grad, b.grad, logits.grad = (torch.tensor(g, dtype=torch.float32) for g in (gw, gb, gl))
+
+    grads([3.0, 0.0, 0.0], [0.0, 4.0, 0.0], [100.0, -100.0, 0.0])
+    norm = clip_gradients(opt, 1.0, "norm")
+    assert float(norm) == pytest.approx(5.0)  # the global norm over the weights' groups, before clipping
+    assert torch.allclose(w.grad, torch.tensor([0.6, 0, 0]), atol=1e-5)
+    assert torch.allclose(b.grad, torch.tensor([0, 0.8, 0]), atol=1e-5)
+    assert torch.equal(logits.grad, torch.tensor([100.0, -100.0, 0.0]))  # the mask group is not clipped
+    grads([3.0, -0.5, 0.0], [0.0, 4.0, -7.0], [100.0, -100.0, 0.0])
+    clip_gradients(opt, 1.0, "value")
+    assert torch.equal(w.grad, torch.tensor([1.0, -0.5, 0.0])) and torch.equal(b.grad, torch.tensor([0.0, 1.0, -1.0]))
+    assert torch.equal(logits.grad, torch.tensor([100.0, -100.0, 0.0]))
+    grads([3.0, 0.0, 0.0], [0.0, 4.0, 0.0], [1.0, 0.0, 0.0])
+    assert float(clip_gradients(opt, 0.0, "norm")) == pytest.approx(5.0)  # off: measured, untouched
+    assert torch.equal(w.grad, torch.tensor([3.0, 0.0, 0.0]))

@@ -121,6 +121,15 @@ def validate(
     return {"CIDEr-D": float(cider), "BLEU-4": float(bleu[3])}, items
 
 
+def clip_gradients(optimizer: torch.optim.Optimizer, clip: float, mode: str) -> torch.Tensor:
+    """Clip the gradients of the scheduled groups (the model's weights; never a pruning method's mask logits) by
+    global norm or by value (``clip`` 0 = off); returns their global norm before clipping (after, for ``value``)."""
+    params = [p for g in optimizer.param_groups if g.get("scheduled", True) for p in g["params"]]
+    if clip > 0 and mode == "value":
+        torch.nn.utils.clip_grad_value_(params, clip)
+    return torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 and mode == "norm" else math.inf)
+
+
 def _batch_index(step: int, batch: int, n: int, seed: int) -> list[int]:
     """Images of step ``step``: a fresh permutation per epoch, seeded by (seed, epoch) so resume is exact."""
     per_epoch = max(1, n // batch)
@@ -270,11 +279,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.unscale_(optimizer)
-            params = [p for g in optimizer.param_groups if g["scheduled"] for p in g["params"]]
-            if oc.grad_clip > 0 and oc.grad_clip_mode == "value":
-                torch.nn.utils.clip_grad_value_(params, oc.grad_clip)
-            norm = torch.nn.utils.clip_grad_norm_(params, oc.grad_clip if oc.grad_clip > 0 and
-                                                  oc.grad_clip_mode == "norm" else math.inf)
+            norm = clip_gradients(optimizer, oc.grad_clip, oc.grad_clip_mode)
             if not use_amp and not (math.isfinite(total.item()) and math.isfinite(norm.item())):
                 # AMP's scaler skips such steps itself; in fp32 the update would poison the weights
                 what = f"loss {total.item():g}" if not math.isfinite(total.item()) else "gradient norm not finite"
