@@ -21,7 +21,7 @@ CASES = {
     "updown": (lambda: pruned_updown(0.9), lambda: {"images": torch.rand(2, 3, 32, 32)}),
     "ort": (lambda: pruned_ort(0.9), lambda: region_batch(2)),
     "acort": (lambda: pruned_ort(0.9, share_att="kv", share_layers=[0, 0, 1, 1]), lambda: region_batch(2)),
-    "ort-qk": (lambda: pruned_ort(0.9, share_att="qk"), lambda: region_batch(2)),  # the fused path must not hand V for K
+    "ort-qk": (lambda: pruned_ort(0.9, share_att="qk"), lambda: region_batch(2)),  # fused K must not be V
 }
 
 
