@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from pathlib import Path
 
 import typer
@@ -97,12 +99,22 @@ def sweep(
     if not quiet and not as_json:
         console.print(f"sweep: [bold]{plan.folder}[/bold]  {len(plan.cells)} cells, launcher {launcher}, "
                       f"jobs {jobs}; dense {plan.dense_steps} steps, fine-tune {plan.finetune_steps}")
+    got: list[int] = []
+
+    def terminate(signum: int, frame: object) -> None:  # SIGTERM (kill, timeout, Slurm) stops cells like Ctrl-C
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    saved = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         with progress_bar(quiet or as_json) as progress:
             result = run_sweep(plan, opts, progress)
     except KeyboardInterrupt:  # before or after the cells ran (run_sweep handles Ctrl-C while they run)
         err_console.print("[bold red]interrupted[/bold red]", highlight=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if got else 130) from None
+    finally:
+        if saved is not None:
+            signal.signal(signal.SIGTERM, saved)
     if as_json:
         typer.echo(json.dumps(result.rows, indent=1))
     else:
@@ -114,7 +126,7 @@ def sweep(
                       highlight=False)
     if result.status == "interrupted":
         err_console.print("[bold red]interrupted:[/bold red] rerun the same command to resume", highlight=False)
-        raise typer.Exit(130)
+        raise typer.Exit(143 if got else 130)
     if result.failed:
         raise RunError(f"{len(result.failed)} of {len(plan.cells)} cells did not complete "
                        f"({', '.join(result.failed)}); logs in {plan.folder / 'logs'}; rerun to retry them")
