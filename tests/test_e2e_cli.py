@@ -162,3 +162,14 @@ def test_monitor_reads_a_run_the_recipe_wrote(trained: dict[str, Path]):
     assert state["metrics"] == vals[-1]["metrics"] and state["best_step"] == end["best_step"]
     assert state["loss"] == trains[-1]["loss"] and state["curves"]["loss"]["steps"] == [e["step"] for e in trains]
     assert state["params"] == events[0]["params"] and state["model"] == "updown"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--dataset", "nope.json"], "--dataset nope.json: no such file"),
+    (["prune", "--method", "supermask", "--sparsity", "0.9", "--dataset", "nope.json"], "--dataset nope.json"),
+    (["prune", "--method", "supermask", "--sparsity", "0.9", "--ramp-end", "0.9", "--harden-at", "0.5"], "ramp"),
+])
+def test_a_failed_start_leaves_no_run_behind(tmp_path: Path, args: list[str], needle: str):
+    res = sparsecap(*args, "--runs-root", str(tmp_path / "runs"), "--name", "typo", cwd=tmp_path)
+    assert needle in one_line_error(res)
+    assert not (tmp_path / "runs").exists()

@@ -294,6 +294,11 @@ def plan_prune(config: RunConfig) -> PrunePlan:
     if src is not None:
         config = with_source_model(config, src.meta)
     config = dataclasses.replace(config, prune=opts.to_dict())
+    from sparsecap_engine.training.setup import check_config
+
+    check_config(config)
+    if opts.method not in ("fixed", "lottery"):
+        make_method(opts, config.train.steps)  # the method's own option checks (no model needed)
     if opts.method == "lottery":
         _lottery_checks(opts, src)
     return PrunePlan(config, opts, src)

@@ -173,5 +173,12 @@ def check_config(config: RunConfig) -> None:
         raise UsageError(f"unknown tokenizer {kind!r}; choose from word, radix")
     if kind == "radix" and base < 2:
         raise UsageError(f"radix base must be at least 2 (got {base})")
+    data = config.data
+    for what, value in (("--dataset", data.dataset), ("--image-root", data.image_root),
+                        ("--features", "" if data.features == "auto" else data.features), ("--boxes", data.boxes)):
+        if value and not Path(value).exists():  # a typo fails here, before a run directory is made for it
+            raise DataError(f"{what} {value}: no such file or folder")
+    if data.dataset and not Path(data.dataset).is_file():
+        raise DataError(f"--dataset {data.dataset}: not a file (the Karpathy JSON)")
     if config.data.box_format not in ("auto", "relative", "absolute"):
         raise UsageError(f"unknown box format {config.data.box_format!r}; choose from auto, relative, absolute")
