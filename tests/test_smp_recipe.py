@@ -189,3 +189,35 @@ def test_sharpening_schedule_goes_from_one_to_sharpen_at_the_ramp_end():
     assert SupermaskMethod(0.9, total_steps=100).sharpness(50) == 1.0  # off by default
     with pytest.raises(UsageError, match="sharpen"):
         SupermaskMethod(0.9, sharpen=0.5)
+
+
+def test_layer_floors_keep_every_tensor_alive_and_the_total_exact():
+    """A tiny tensor whose logits all sit below the global threshold (an attention scorer, say) still keeps its
+    floor; the total stays exactly the target's; without floors the thresholds are the global one."""
+    from sparsecap_engine.pruning.smp_control import keep_thresholds, layer_floors
+
+    torch.manual_seed(0)
+    big, small = torch.randn(10_000) + 3.0, torch.randn(128) - 3.0  # the small one loses every global comparison
+    floors = layer_floors([big.numel(), small.numel()], 0.99, 0.25)
+    assert floors == [25, 1]
+    taus = keep_thresholds([big, small], 0.99, floors)
+    kept = [int((big > taus[0]).sum()), int((small > taus[1]).sum())]
+    assert kept[1] == 1 and sum(kept) == round(0.01 * 10_128)
+    assert int((small > taus[1]).sum()) == 1 and bool(small.max() > taus[1])  # its best logit
+    plain = keep_thresholds([big, small], 0.99)
+    assert plain[0] == plain[1] and int((small > plain[1]).sum()) == 0
+    assert layer_floors([100, 10], 0.9, 0.0, min_density=0.2) == [20, 2]
+    assert keep_thresholds([big, small], 0.0, floors)[0] < float(big.min())  # nothing pruned at sparsity 0
+
+
+def test_supermask_robust_never_empties_a_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64, bias=False), nn.Linear(64, 1, bias=False))
+    m = SupermaskMethod(0.99, total_steps=10)
+    m.attach(model)
+    with torch.no_grad():
+        m.logits()[1].copy_(torch.randn(1, 64) * 1e-3 - 10.0)  # the scorer would lose all to a global threshold
+    m.harden(10)
+    hard = m.masks.hard()
+    assert int(sum(h.sum() for h in hard.values())) == round(0.01 * (64 * 64 + 64))
+    assert all(int(h.sum()) >= 1 for h in hard.values())

@@ -59,6 +59,7 @@ class PruneOptions:
     harden_at: float = 0.75
     sharpen: float = 1.0
     sampling: str = ""
+    layer_share: float = -1.0
     start: int = -1
     end: int = -1
     every: int = -1
@@ -212,7 +213,8 @@ def make_method(opts: PruneOptions, total_steps: int, masks: dict[str, Tensor] |
     extra: dict[str, Any] = {
         "supermask": {"recipe": opts.recipe, "mask_init": opts.mask_init, "mask_lr": opts.mask_lr,
                       "mask_eps": opts.mask_eps, "sparsity_weight": opts.sparsity_weight, "ramp_end": opts.ramp_end,
-                      "harden_at": opts.harden_at, "sharpen": opts.sharpen, "sampling": opts.sampling},
+                      "harden_at": opts.harden_at, "sharpen": opts.sharpen, "sampling": opts.sampling,
+                      "layer_share": opts.layer_share},
         "gradual": {"start": auto(opts.start), "end": auto(opts.end), "every": auto(opts.every),
                     "initial_sparsity": opts.initial_sparsity},
         "snip": {"snip_batches": opts.snip_batches},

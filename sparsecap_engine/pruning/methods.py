@@ -26,7 +26,7 @@ from sparsecap_engine.pruning.criteria import CRITERIA, GradualSchedule, select,
 from sparsecap_engine.pruning.io import save_pruned, summary
 from sparsecap_engine.pruning.masks import MaskSet, Supermask, attach, kept_count
 from sparsecap_engine.pruning.report import nnz_within, sparsity_report
-from sparsecap_engine.pruning.smp_control import cubic_target, keep_threshold
+from sparsecap_engine.pruning.smp_control import cubic_target, keep_thresholds, layer_floors
 
 METHODS: dict[str, type[PruneMethod]] = {}
 
@@ -184,9 +184,12 @@ class SupermaskMethod(PruneMethod):
         cross: float = 0.1,
         sharpen: float = 1.0,
         sampling: str = "",
+        layer_share: float = -1.0,
         **kw: Any,
     ):
         super().__init__(sparsity, **kw)
+        #: robust: each tensor keeps at least this share of its fair ``(1 − s)·n`` (-1: 0.25; paper recipe: 0)
+        self.layer_share = (0.25 if recipe == "robust" else 0.0) if layer_share < 0 else float(layer_share)
         sampling = sampling or ("topk" if recipe == "robust" else "bernoulli")
         if sampling not in ("bernoulli", "topk"):
             raise UsageError(f"unknown supermask sampling {sampling!r}; choose from bernoulli, topk")
@@ -255,10 +258,15 @@ class SupermaskMethod(PruneMethod):
         x = min(1.0, step / max(1.0, self.ramp_end * self.total_steps))
         return self.sharpen**x
 
+    def thresholds(self, sparsity: float) -> list[float]:
+        """robust: ``τ_i`` per masked tensor keeping exactly ``sparsity`` overall, each tensor its floor at least."""
+        numels = [t.numel() for t in self.logits()]
+        return keep_thresholds(self.logits(), sparsity, layer_floors(numels, sparsity, self.layer_share,
+                                                                      self.min_density))
+
     def _set_threshold(self, step: int) -> None:
-        tau = keep_threshold(self.logits(), self.scheduled(step))
         kappa = self.sharpness(step)
-        for slot in self.masks.slots.values():
+        for slot, tau in zip(self.masks.slots.values(), self.thresholds(self.scheduled(step)), strict=True):
             slot.shift, slot.scale = tau, kappa
         self._tau_step = step
 
@@ -315,16 +323,14 @@ class SupermaskMethod(PruneMethod):
         self.hardened_at = state.get("hardened_at")
         self.sparsity_weight = float(state.get("sparsity_weight", self.sparsity_weight))
         if self.hardened_at is not None:
-            tau = keep_threshold(self.logits(), self.target)
-            for name, slot in self.masks.slots.items():
+            for (name, slot), tau in zip(self.masks.slots.items(), self.thresholds(self.target), strict=True):
                 slot.shift = tau
                 slot.fix(fixed[name])
         self._tau_step = None  # before_step sets τ for the resumed step
 
     def harden(self, step: int) -> None:
-        """Freeze every mask to the globally top ``(1 − s_target)·N`` logits (exactly the target's NNZ)."""
-        tau = keep_threshold(self.logits(), self.target)
-        for slot in self.masks.slots.values():
+        """Freeze every mask to the top ``(1 − s_target)·N`` logits (exactly the target's NNZ; layer floors kept)."""
+        for slot, tau in zip(self.masks.slots.values(), self.thresholds(self.target), strict=True):
             slot.shift = tau
             slot.fix(slot.logits.detach() > tau)
         self.hardened_at = step

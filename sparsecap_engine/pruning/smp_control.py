@@ -18,6 +18,8 @@ Nothing depends on ``N``, on the gradient scale or on the run length, and the sp
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -39,3 +41,45 @@ def keep_threshold(logits: list[Tensor], sparsity: float) -> float:
     if keep <= 0:
         return float(flat.max()) + 1.0
     return float(torch.kthvalue(flat.cpu(), n - keep).values)
+
+
+def layer_floors(numels: list[int], sparsity: float, share: float, min_density: float = 0.0) -> list[int]:
+    """Logits each tensor keeps whatever the global threshold says: ``share`` of its fair share ``(1 − s)·n``
+    (at least one), or ``min_density·n`` when that is more — so no layer is emptied (an emptied attention scorer
+    leaves the model blind: it can only learn one caption)."""
+    if share <= 0 and min_density <= 0:
+        return [0] * len(numels)
+    up = lambda x: math.ceil(x - 1e-9)  # noqa: E731 - 0.25·0.01·10000 is 25, not 26
+    return [min(n, max(1, up(share * (1.0 - sparsity) * n), up(min_density * n))) for n in numels]
+
+
+def keep_thresholds(logits: list[Tensor], sparsity: float, floors: list[int] | None = None) -> list[float]:
+    """Per-tensor thresholds ``τ_i``: tensor ``i`` keeps its ``floors[i]`` largest logits, and the rest of the
+    ``round((1 − sparsity)·N)`` kept logits go to one global threshold over everything else (exactly that many kept,
+    ties aside). Without floors every ``τ_i`` is :func:`keep_threshold`'s global one."""
+    if not floors or not any(floors):
+        tau = keep_threshold(logits, sparsity)
+        return [tau] * len(logits)
+    flat = [t.detach().reshape(-1).float().cpu() for t in logits]
+    n = sum(f.numel() for f in flat)
+    keep = int(round((1.0 - sparsity) * n))
+    below: list[float] = []  # per tensor: the value just under its floor (s > it keeps exactly the floor)
+    rest = []
+    for f, k in zip(flat, floors, strict=True):
+        k = min(k, f.numel())
+        if k <= 0:
+            below.append(math.inf)
+            rest.append(f)
+            continue
+        order = f.sort(descending=True).values
+        below.append(float(order[k]) if k < f.numel() else -math.inf)
+        rest.append(order[k:])
+    others = torch.cat(rest)
+    budget = keep - sum(min(k, f.numel()) for f, k in zip(flat, floors, strict=True))
+    if budget <= 0 or others.numel() == 0:
+        tau = math.inf
+    elif budget >= others.numel():
+        tau = float(others.min()) - 1.0
+    else:
+        tau = float(torch.kthvalue(others, others.numel() - budget).values)
+    return [min(tau, b) for b in below]
