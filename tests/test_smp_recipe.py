@@ -213,7 +213,7 @@ def test_layer_floors_keep_every_tensor_alive_and_the_total_exact():
 def test_supermask_robust_never_empties_a_layer():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 64, bias=False), nn.Linear(64, 1, bias=False))
-    m = SupermaskMethod(0.99, total_steps=10)
+    m = SupermaskMethod(0.99, total_steps=10, layer_share=0.25)
     m.attach(model)
     with torch.no_grad():
         m.logits()[1].copy_(torch.randn(1, 64) * 1e-3 - 10.0)  # the scorer would lose all to a global threshold

@@ -59,7 +59,7 @@ class PruneOptions:
     harden_at: float = 0.75
     sharpen: float = 1.0
     sampling: str = ""
-    layer_share: float = -1.0
+    layer_share: float = 0.0
     start: int = -1
     end: int = -1
     every: int = -1

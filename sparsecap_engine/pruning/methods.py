@@ -184,12 +184,15 @@ class SupermaskMethod(PruneMethod):
         cross: float = 0.1,
         sharpen: float = 1.0,
         sampling: str = "",
-        layer_share: float = -1.0,
+        layer_share: float = 0.0,
         **kw: Any,
     ):
         super().__init__(sparsity, **kw)
-        #: robust: each tensor keeps at least this share of its fair ``(1 − s)·n`` (-1: 0.25; paper recipe: 0)
-        self.layer_share = (0.25 if recipe == "robust" else 0.0) if layer_share < 0 else float(layer_share)
+        #: robust: each tensor keeps at least this share of its fair ``(1 − s)·n`` (0: off; measured at 99.1 % on
+        #: the embedded data, 0.25 did not prevent the collapse and scored lower: val CIDEr-D 0.235 vs 0.374)
+        if layer_share < 0:
+            raise UsageError(f"supermask layer_share must be ≥ 0, got {layer_share}")
+        self.layer_share = float(layer_share)
         sampling = sampling or ("topk" if recipe == "robust" else "bernoulli")
         if sampling not in ("bernoulli", "topk"):
             raise UsageError(f"unknown supermask sampling {sampling!r}; choose from bernoulli, topk")
