@@ -15,6 +15,7 @@ No UI here: the TUI and the plain-text snapshot render a :class:`RunState`; both
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from collections import deque
@@ -283,7 +284,7 @@ class RunState:
             self.last_time = t
         step = event.get("step")
         if step.__class__ is not int:
-            step = int(step) if isinstance(step, _NUM) else self.step
+            step = int(step) if isinstance(step, _NUM) and math.isfinite(step) else self.step
         handler = _HANDLERS.get(event["kind"])
         if handler is None:
             self.unknown += 1

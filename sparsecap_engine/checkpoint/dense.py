@@ -58,6 +58,11 @@ def read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise CheckpointError(f"not a readable sparsecap checkpoint: {path} ({first})") from None
     if "format" not in meta:
         raise CheckpointError(f"not a sparsecap checkpoint (no format in header): {path}")
+    if not isinstance(meta["format"], str):
+        raise CheckpointError(f"{path}: malformed header (format is not a string)")
+    aliases = meta.get("aliases", {})
+    if not isinstance(aliases, dict) or not all(isinstance(k, str) and v in tensors for k, v in aliases.items()):
+        raise CheckpointError(f"{path}: malformed header (aliases must map names to stored tensors)")
     return tensors, meta
 
 

@@ -37,7 +37,11 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if fmt == DENSE_FORMAT:
         return expand_aliases(tensors, meta.get("aliases", {})), meta
     if fmt in DECODERS:
-        return DECODERS[fmt](tensors, meta), meta
+        try:
+            return DECODERS[fmt](tensors, meta), meta
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise CheckpointError(f"{path}: malformed {fmt} checkpoint ({exc.__class__.__name__}: {first})") from None
     raise CheckpointError(f"{path}: unknown checkpoint format {fmt!r}")
 
 
