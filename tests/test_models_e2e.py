@@ -59,7 +59,9 @@ def test_family_trains_captions_and_inspects(family: str, dataset: Path, tmp_pat
         vocab = json.loads((run / "vocab.json").read_text())
         assert vocab["format"] == "sparsecap-radix-1" and info["vocab_size"] == 9
         assert info["encoder"] == "regions" and events[0]["model"]["share_att"] == "kv"
-        assert res.returncode == 2 and "region features" in res.stderr  # no pixel encoder to caption a file with
+        # the synthetic scenes' regions: caption finds the objects of the PNG and computes their features itself
+        assert res.returncode == 0, res.stderr
+        assert isinstance(json.loads(res.stdout)[0]["caption"], str)
         res = sparsecap("eval", str(run), "--split", "val", "--metrics", "bleu", "--json")
         assert res.returncode == 0, res.stderr
         assert isinstance(json.loads(res.stdout)["scores"]["Bleu_4"], float)

@@ -61,8 +61,10 @@ def read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not isinstance(meta["format"], str):
         raise CheckpointError(f"{path}: malformed header (format is not a string)")
     aliases = meta.get("aliases", {})
-    if not isinstance(aliases, dict) or not all(isinstance(k, str) and v in tensors for k, v in aliases.items()):
-        raise CheckpointError(f"{path}: malformed header (aliases must map names to stored tensors)")
+    if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()):
+        raise CheckpointError(f"{path}: malformed header (aliases must map names to names)")
+    if meta["format"] == FORMAT and not all(v in tensors for v in aliases.values()):
+        raise CheckpointError(f"{path}: malformed header (an alias names a tensor that is not stored)")
     return tensors, meta
 
 
