@@ -271,15 +271,25 @@ async def test_attached_job_detach(tmp_path: Path) -> None:
     assert handle.wait().startswith("stopped at ")
 
 
-def test_run_with_monitor_returns_the_job_result(tmp_path: Path) -> None:
-    run = write_run(tmp_path, "attached", lines=[])
-    started = threading.Event()
-    said: list[str] = []
+def _pilot_quits(started: threading.Event, choice: str, then: Any = None) -> Any:
+    """An auto-pilot that waits for the job to start, quits the monitor with ``choice`` (stop / detach), then
+    calls ``then``."""
 
     async def pilot_fn(pilot: Any) -> None:
         started.wait(5)
         await pilot.pause()
-        await pilot.press("q", "s")
+        await pilot.press("q", choice)
+        if then is not None:
+            then()
+
+    return pilot_fn
+
+
+def test_run_with_monitor_returns_the_job_result(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "attached", lines=[])
+    started = threading.Event()
+    said: list[str] = []
+    pilot_fn = _pilot_quits(started, "s")
 
     result = run_with_monitor(
         _fake_job(run, started), run, interval=0.1, echo=said.append, headless=True, size=SIZE, auto_pilot=pilot_fn
@@ -326,15 +336,12 @@ def test_detached_job_stops_on_a_real_ctrl_c(tmp_path: Path) -> None:
     started = threading.Event()
     said: list[str] = []
 
-    async def pilot_fn(pilot: Any) -> None:
-        started.wait(5)
-        await pilot.pause()
-        await pilot.press("q", "d")
-        threading.Thread(target=ctrl_c_later, daemon=True).start()  # once detached, the job runs on
-
     def ctrl_c_later() -> None:
         time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGINT)
+
+    # once detached, the job runs on; then the Ctrl-C
+    pilot_fn = _pilot_quits(started, "d", lambda: threading.Thread(target=ctrl_c_later, daemon=True).start())
 
     saved = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # what a fresh process has (another test may differ)

@@ -11,6 +11,8 @@ from sparsecap_engine.config import RunConfig, load_toml
 from sparsecap_engine.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sparsecap_cli.signals import StopSignals
 
 
@@ -141,3 +143,22 @@ def raise_for_status(status: str, message: str, signals: StopSignals | None = No
     if status == "interrupted":
         code = signals.exit_code if signals is not None and signals.exit_code else 130
         raise Interrupted(message, code)
+
+
+def run_stoppable(job: Callable[..., Any], run_path: Path, tui: bool, quiet: bool) -> tuple[Any, StopSignals]:
+    """Run ``job(stop=…, progress=…)`` (a training or pruning run) with Ctrl-C/SIGTERM handled by
+    :class:`StopSignals`: under the live monitor with ``tui``, else with a progress bar. Returns its result and the
+    signals (for the exit code)."""
+    from sparsecap_cli.render import console, progress_bar
+    from sparsecap_cli.signals import StopSignals
+
+    with StopSignals(console.print) as signals:
+        if tui:
+            from sparsecap_cli.tui.attach import run_with_monitor
+
+            # the signal's reason first: a signal also sets the monitor's own flag (``on_first``), which alone
+            # would end the run as "stopped" instead of "interrupted"
+            return run_with_monitor(lambda stop: job(stop=lambda: signals() or stop()), run_path,
+                                    signals=signals), signals
+        with progress_bar(quiet) as progress:
+            return job(stop=signals, progress=progress), signals

@@ -13,10 +13,10 @@ from sparsecap_cli.commands.common import (
     parse_sets,
     prune_config,
     raise_for_status,
+    run_stoppable,
     training_flags,
 )
-from sparsecap_cli.render import console, progress_bar, scores_table
-from sparsecap_cli.signals import StopSignals
+from sparsecap_cli.render import console, scores_table
 from sparsecap_engine.errors import TargetMissedError, UsageError
 
 
@@ -167,16 +167,8 @@ def prune(
     opts = plan.opts
     console.print(f"run: [bold]{run.path}[/bold]  method: [bold]{opts.method}[/bold]  "
                   f"target sparsity: {opts.sparsity:g}")
-    with StopSignals(console.print) as signals:
-        if tui:
-            from sparsecap_cli.tui.attach import run_with_monitor
-
-            result = run_with_monitor(lambda stop: run_prune(cfg, run, stop=lambda: stop() or signals(), plan=plan,
-                                                                resume=resume),
-                                      run.path, signals=signals)
-        else:
-            with progress_bar(quiet) as progress:
-                result = run_prune(cfg, run, progress=progress, plan=plan, stop=signals, resume=resume)
+    result, signals = run_stoppable(lambda **kw: run_prune(cfg, run, plan=plan, resume=resume, **kw), run.path,
+                                    tui, quiet)
     console.print(scores_table(f"validation ({result.status})", result.metrics))
     console.print(layer_table(result.report, result.target))
     for warning in result.warnings:

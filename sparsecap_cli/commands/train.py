@@ -6,9 +6,14 @@ from pathlib import Path
 
 import typer
 
-from sparsecap_cli.commands.common import build_config, default_run_name, raise_for_status, training_flags
-from sparsecap_cli.render import console, progress_bar, scores_table
-from sparsecap_cli.signals import StopSignals
+from sparsecap_cli.commands.common import (
+    build_config,
+    default_run_name,
+    raise_for_status,
+    run_stoppable,
+    training_flags,
+)
+from sparsecap_cli.render import console, scores_table
 
 
 def train(
@@ -91,17 +96,7 @@ def train(
     if cfg.scst:
         from sparsecap_engine.training.scst import run_scst as train_fn  # the SCST stage: same recipe, SCST loss
     console.print(f"run: [bold]{run.path}[/bold]" + (f"  SCST from {cfg.scst['source']}" if cfg.scst else ""))
-    with StopSignals(console.print) as signals:
-        if tui:
-            from sparsecap_cli.tui.attach import run_with_monitor
-
-            result = run_with_monitor(
-                lambda stop: train_fn(cfg, run, resume=resume, stop=lambda: stop() or signals()), run.path,
-                signals=signals,
-            )
-        else:
-            with progress_bar(quiet) as progress:
-                result = train_fn(cfg, run, progress=progress, resume=resume, stop=signals)
+    result, signals = run_stoppable(lambda **kw: train_fn(cfg, run, resume=resume, **kw), run.path, tui, quiet)
     console.print(scores_table(f"validation (step {result.step})", result.last_metrics))
     best = f"{result.best_cider:.4f} at step {result.best_step}" if result.best_cider is not None else "none"
     console.print(f"{result.status}: best val CIDEr-D {best}; checkpoints in {run.checkpoints}")

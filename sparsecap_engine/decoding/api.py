@@ -157,8 +157,8 @@ def _sequence_logprob(model: CaptionModel, memory: Memory, seqs: Tensor, vocab: 
 
 
 def decode_memory(model: CaptionModel, memory: Memory, vocab: Vocab, opts: DecodeOptions) -> Tensor:
-    opts = fit_vocab(opts, vocab)
     """(B, T) ids of the best caption per image."""
+    opts = fit_vocab(opts, vocab)
     ids = dict(bos=vocab.bos_id, eos=vocab.eos_id, pad=vocab.pad_id, max_len=opts.max_len)
     method = opts.effective_method
     rules = constraints_for(vocab, opts)

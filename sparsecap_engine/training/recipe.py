@@ -280,9 +280,10 @@ def train(
             scaler.scale(total).backward()
             scaler.unscale_(optimizer)
             norm = clip_gradients(optimizer, oc.grad_clip, oc.grad_clip_mode)
-            if not use_amp and not (math.isfinite(total.item()) and math.isfinite(norm.item())):
+            if not use_amp and not bool(torch.isfinite(total.detach() + norm)):  # one device sync per step
                 # AMP's scaler skips such steps itself; in fp32 the update would poison the weights
-                what = f"loss {total.item():g}" if not math.isfinite(total.item()) else "gradient norm not finite"
+                value = total.item()
+                what = f"loss {value:g}" if not math.isfinite(value) else "gradient norm not finite"
                 kept = f"step {last_saved}" if last_saved is not None else "none"
                 status, message = "diverged", f"diverged at step {step + 1}: {what}; last good checkpoint: {kept}"
                 break
