@@ -176,6 +176,9 @@ def _meteor_once(gts: dict[int, list[str]], res: dict[int, list[str]], timeout: 
         score, scores = _run_with_timeout(lambda: meteor.compute_score(gts, res), timeout, meteor.meteor_p.kill)
     except Exception as e:
         proc, why = meteor.meteor_p, ""
+        if not isinstance(e, TimeoutError):
+            with contextlib.suppress(subprocess.TimeoutExpired):  # its stdout closed a moment before it is reaped
+                proc.wait(timeout=2)
         if not isinstance(e, TimeoutError) and proc.poll() is not None and proc.stderr is not None:
             with contextlib.suppress(OSError, ValueError):  # a JVM that died says why on stderr
                 lines = proc.stderr.read().decode(errors="replace").splitlines()
