@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -218,3 +219,20 @@ def test_prune_resume_through_the_executable(tiny: dict[str, Path]):
     ends = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     assert [e["status"] for e in ends if e["kind"] == "run_end"] == ["completed", "completed"]
     assert tomllib.loads((run / "config.toml").read_text())["prune"]["method"] == "magnitude"
+
+
+def test_train_resume_refuses_what_would_change_the_run(tiny: dict[str, Path]):
+    """``train --resume`` used to ignore ``--steps`` (and every other flag) silently: it now refuses anything but
+    how to run (``--device``, ``--set train.num_threads``) in one line naming the flags, and writes nothing."""
+    runs = tiny["runs"]
+    shutil.copytree(runs / "dense", runs / "dense-again")
+    before = (runs / "dense-again" / "events.jsonl").read_text()
+    for extra, named in ((["--steps", "8"], "--steps"), (["--set", "optim.lr=0.1"], "--set optim.lr"),
+                         (["--config", str(tiny["config"])], "--config"), (["--lr", "1"], "--lr")):
+        bad = sparsecap("train", "--resume", "--name", "dense-again", "--runs-root", str(runs), *extra)
+        lines = [line for line in bad.stderr.splitlines() if line.strip()]
+        assert bad.returncode == 2 and len(lines) == 1 and named in lines[0], bad.stderr
+    assert (runs / "dense-again" / "events.jsonl").read_text() == before
+    ok = sparsecap("train", "--resume", "--name", "dense-again", "--runs-root", str(runs), "--device", "cpu",
+                   "--set", "train.num_threads=1", "--quiet")
+    assert ok.returncode == 0, ok.stderr

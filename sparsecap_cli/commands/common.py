@@ -41,6 +41,24 @@ def split_sets(items: list[str] | None, section: str) -> tuple[dict[str, Any], l
     return {key.partition(".")[2]: value for key, value in parse_sets(ours).items()}, rest
 
 
+def resume_overrides(name: str | None, config_file: Path | None, flags: dict[str, Any],
+                     sets: list[str] | None, special: dict[str, str] | None = None) -> dict[str, Any]:
+    """The only config a ``--resume`` may change: how to run it (``--device``, ``--set train.num_threads``), never
+    what it computes. Anything else given (``--steps``, ``--lr``, ``--config``, other ``--set``) is refused, naming
+    the flags, so a resumed run is never silently not what was asked for."""
+    special = special or {}
+    where = {k: v for k, v in parse_sets(sets).items() if k in EXECUTION_KEYS}
+    if flags.get("train.device") is not None:
+        where["train.device"] = flags["train.device"]
+    extra = [special.get(k, "--" + k.split(".")[-1].replace("_", "-"))
+             for k, v in flags.items() if v is not None and k != "train.device"]
+    extra += (["--config"] if config_file else []) + [f"--set {k}" for k in parse_sets(sets) if k not in where]
+    if not name or extra:
+        raise UsageError(f"--resume continues the run --name as it was configured: give --name (and --runs-root, "
+                         f"--device, --set train.num_threads=N) only{'; got ' + ', '.join(extra) if extra else ''}")
+    return where
+
+
 def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str] | None,
                  base: RunConfig | None = None) -> RunConfig:
     """TOML file (optional; or ``base``) < flags < ``--set`` overrides. ``model.<hyper-parameter>`` sets go into

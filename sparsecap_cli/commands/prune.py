@@ -8,11 +8,10 @@ import typer
 from rich.table import Table
 
 from sparsecap_cli.commands.common import (
-    EXECUTION_KEYS,
     default_run_name,
-    parse_sets,
     prune_config,
     raise_for_status,
+    resume_overrides,
     run_stoppable,
     training_flags,
 )
@@ -144,15 +143,7 @@ def prune(
     if resume:
         special = {"model.name": "--model", "source": "--from", "source_checkpoint": "--from-checkpoint",
                    "start": "--prune-start", "end": "--prune-end", "every": "--prune-every"}
-        where = {k: v for k, v in parse_sets(sets).items() if k in EXECUTION_KEYS}  # how to run, not what
-        where.update({"train.device": device} if device is not None else {})
-        extra = [special.get(k, "--" + k.split(".")[-1].replace("_", "-"))
-                 for k, v in {**given, **flags}.items() if v is not None and k != "train.device"]
-        extra += (["--config"] if config else []) + [f"--set {k}" for k in parse_sets(sets) if k not in where]
-        if not name or extra:
-            raise UsageError("--resume continues the run --name as it was configured: give --name (and "
-                             f"--runs-root, --device, --set train.num_threads=N) only"
-                             f"{'; got ' + ', '.join(extra) if extra else ''}")
+        where = resume_overrides(name, config, {**given, **flags}, sets, special)
         run = RunDir.open(runs_root / name)
         cfg = run.load_config().override(where)
         if not cfg.prune.get("method"):

@@ -10,6 +10,7 @@ from sparsecap_cli.commands.common import (
     build_config,
     default_run_name,
     raise_for_status,
+    resume_overrides,
     run_stoppable,
     training_flags,
 )
@@ -65,24 +66,24 @@ def train(
     from sparsecap_engine.training.recipe import train as train_run
     from sparsecap_engine.training.setup import check_config
 
+    flags = {
+        **training_flags(
+            model=model, preset=preset, dataset=dataset, image_root=image_root, features=features, boxes=boxes,
+            steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, label_smoothing=label_smoothing,
+            grad_clip=grad_clip, val_every=val_every, device=device, amp=amp, seed=seed,
+        ),
+        "data.tokenizer": tokenizer,
+        "data.radix_base": radix_base,
+    }
     if resume:
-        if not name:
-            raise typer.BadParameter("--resume needs --name of the run to continue")
+        given = {"scst": True if scst else None, "source": source}
+        where = resume_overrides(name, config, {**flags, **given}, sets, {"source": "--from", "model.name": "--model"})
         run = RunDir.open(runs_root / name)
-        cfg = run.load_config()
+        cfg = run.load_config().override(where)
         if cfg.prune.get("method"):
             raise UsageError(f"{run.path} is a pruning run ({cfg.prune['method']}): resume it with "
                              f"`sparsecap prune --resume --name {name}`")
     else:
-        flags = {
-            **training_flags(
-                model=model, preset=preset, dataset=dataset, image_root=image_root, features=features, boxes=boxes,
-                steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, label_smoothing=label_smoothing,
-                grad_clip=grad_clip, val_every=val_every, device=device, amp=amp, seed=seed,
-            ),
-            "data.tokenizer": tokenizer,
-            "data.radix_base": radix_base,
-        }
         if scst:
             cfg = _scst_config(config, flags, sets, source, source_checkpoint, scst_samples, scst_sample,
                                scst_baseline, cider_weight, bleu_weight)
