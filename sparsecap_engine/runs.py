@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +62,43 @@ def read_events(path: Path) -> Iterator[dict[str, Any]]:
                 yield event
 
 
+LOCK_NAME = ".lock"
+_held: dict[str, int] = {}  # run directories this process has locked: real path -> the lock file's descriptor
+
+
+def lock_folder(path: Path, what: str = "run", reentrant: bool = True) -> bool:
+    """Take ``path/.lock`` exclusively for the rest of this process, or until :func:`unlock_folder` (``flock``: the
+    kernel drops it when the process ends, even by kill -9, so a crash never leaves a folder locked). Held already
+    by this process: nothing to do (``reentrant``; returns False) or refused. Held by another: ``RunError`` naming
+    it (pid, command, since when)."""
+    key = os.path.realpath(path)
+    if key in _held:
+        if reentrant:
+            return False
+        raise RunError(f"{what} {path} is already in use by this process (pid {os.getpid()})")
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunError(f"{what} {path} is already in use by {holder}") from None
+    except OSError as e:  # a file system without locks (some network mounts): say so rather than race
+        os.close(fd)
+        raise RunError(f"cannot lock {what} {path}: {e.strerror}") from None
+    os.ftruncate(fd, 0)
+    command = " ".join(["sparsecap", *sys.argv[1:2]]) if sys.argv and sys.argv[0].endswith("sparsecap") else "python"
+    os.write(fd, f"pid {os.getpid()} ({command}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
+    _held[key] = fd
+    return True
+
+
+def unlock_folder(path: Path) -> None:
+    fd = _held.pop(os.path.realpath(path), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the flock
+
+
 class RunDir:
     """``runs/<name>/``: config.toml, events.jsonl, vocab.json, checkpoints/, eval/, plots/."""
 
@@ -81,19 +121,31 @@ class RunDir:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise RunError(f"run path exists and is not a directory: {path}")
-        if path.exists() and any(path.iterdir()):
+        path.mkdir(parents=True, exist_ok=True)
+        taken = lock_folder(path)  # two processes creating one run: exactly one gets it, the other is told who has it
+        children = [child for child in path.iterdir() if child.name != LOCK_NAME]
+        if children:
             if not overwrite:
+                if taken:
+                    unlock_folder(path)
                 raise RunError(f"run directory already exists and is not empty: {path} "
                                "(use --overwrite or a new --name)")
-            for child in path.iterdir():
+            for child in children:
                 if child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child)
                 else:
                     child.unlink()
         run = cls(path)
-        for sub in (run.path, run.checkpoints, run.plots):
+        for sub in (run.checkpoints, run.plots):
             sub.mkdir(parents=True, exist_ok=True)
         return run
+
+    def lock(self) -> None:
+        """Hold this run for the rest of the process (see ``lock_folder``): every job that writes into it takes it."""
+        lock_folder(self.path)
+
+    def unlock(self) -> None:
+        unlock_folder(self.path)
 
     @classmethod
     def open(cls, path: Path) -> RunDir:

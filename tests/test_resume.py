@@ -123,7 +123,7 @@ def test_overwrite_clears_the_previous_run(tmp_path: Path):
     with pytest.raises(Exception, match="--overwrite"):
         RunDir.create(tmp_path / "r")
     new = RunDir.create(tmp_path / "r", overwrite=True)
-    assert sorted(p.name for p in new.path.iterdir()) == ["checkpoints", "plots"]
+    assert sorted(p.name for p in new.path.iterdir()) == [".lock", "checkpoints", "plots"]
     assert list(new.checkpoints.iterdir()) == []
 
 

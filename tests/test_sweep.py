@@ -455,7 +455,7 @@ def test_one_sweep_process_per_folder(tmp_path: Path, fake: Path):
     from sparsecap_engine.errors import RunError
     from sparsecap_engine.recipes.sweep_run import folder_lock
 
-    with folder_lock(tmp_path / "sw"), pytest.raises(RunError, match="already running"):
+    with folder_lock(tmp_path / "sw"), pytest.raises(RunError, match="already in use by"):
         fake_sweep(tmp_path, ("snip",), (0.5,))
     result, _ = fake_sweep(tmp_path, ("snip",), (0.5,))  # the lock is gone with its holder
     assert result.status == "completed"

@@ -150,6 +150,7 @@ def prune(
             raise UsageError(f"{run.path} is not a pruning run: resume it with "
                              f"`sparsecap train --resume --name {name}`")
         plan = plan_prune(cfg)
+        run.lock()  # held to the end: a second --resume of the run is refused, naming this process
     else:
         cfg = prune_config(config, flags, sets, {k: v for k, v in given.items() if v is not None})
         plan = plan_prune(cfg)  # every check before the run directory is created

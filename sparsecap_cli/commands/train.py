@@ -83,6 +83,7 @@ def train(
         if cfg.prune.get("method"):
             raise UsageError(f"{run.path} is a pruning run ({cfg.prune['method']}): resume it with "
                              f"`sparsecap prune --resume --name {name}`")
+        run.lock()  # held to the end: a second --resume of the run is refused, naming this process
     else:
         if scst:
             cfg = _scst_config(config, flags, sets, source, source_checkpoint, scst_samples, scst_sample,

@@ -27,7 +27,7 @@ from typing import Any
 from sparsecap_engine.checkpoint.atomic import atomic_write_text
 from sparsecap_engine.config import RunConfig, read_toml, to_toml
 from sparsecap_engine.errors import UsageError
-from sparsecap_engine.runs import read_events
+from sparsecap_engine.runs import LOCK_NAME, read_events
 
 FORMAT = "sparsecap-sweep/1"
 METHODS = ("dense", "supermask", "gradual", "magnitude", "lottery", "snip")
@@ -40,7 +40,6 @@ METRICS = ("bleu", "meteor", "rouge", "cider")
 #: cell statuses that count as done: rerunning the sweep skips such cells
 FINAL = ("completed", "target-missed")
 #: the file a running sweep holds locked (one sweep process per folder)
-LOCK = ".lock"
 #: the packaged base config used when the user gives no ``--config``
 DEFAULT_CONFIG = Path(__file__).with_name("sweep_default.toml")
 
@@ -270,7 +269,7 @@ def prepare_folder(plan: SweepPlan, overwrite: bool = False) -> dict[str, Any] |
     a non-empty folder that is not a sweep is refused."""
     folder = plan.folder
     old = read_plan(folder)
-    if old is None and folder.is_dir() and any(p.name != LOCK for p in folder.iterdir()) and not overwrite:
+    if old is None and folder.is_dir() and any(p.name != LOCK_NAME for p in folder.iterdir()) and not overwrite:
         raise UsageError(f"{folder} exists and is not a sweep folder (no plan.json); use another --name")
     if old is not None and not overwrite:
         changes = plan_changes(plan, old)

@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsecap_engine.errors import RunError
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.recipes.sweep import (
     FINAL,
-    LOCK,
     METRICS,
     Action,
     Cell,
@@ -43,7 +41,7 @@ from sparsecap_engine.recipes.sweep_results import (
     read_json,
     write_results,
 )
-from sparsecap_engine.runs import EventLog, read_events
+from sparsecap_engine.runs import EventLog, lock_folder, read_events, unlock_folder
 
 POLL_S = 0.2
 
@@ -89,24 +87,12 @@ def threads_for(opts: SweepOptions) -> int:
 @contextlib.contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
     """Hold ``<sweep>/.lock`` for the duration: a second sweep process on the same folder is refused."""
-    import fcntl
-
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / LOCK).open("a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            pid = f.read().strip() or "?"
-            raise RunError(f"sweep {folder} is already running (pid {pid})") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    lock_folder(folder, "sweep", reentrant=False)
+    try:
+        yield
+    finally:
+        unlock_folder(folder)
 
 
 def run_sweep(plan: SweepPlan, opts: SweepOptions, progress: Progress = no_progress) -> SweepResult:

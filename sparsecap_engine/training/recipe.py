@@ -175,6 +175,7 @@ def train(
     ``hooks`` is a pruning method or any plug-in (see ``hooks.py``)."""
     tc, oc = config.train, config.optim
     check_config(config)
+    run.lock()  # one writer per run: a second `--resume` of it is told who holds it, before anything is read
     seed_everything(tc.seed)
     if tc.num_threads > 0:
         torch.set_num_threads(tc.num_threads)
