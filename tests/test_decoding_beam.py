@@ -38,11 +38,25 @@ def test_beam_one_equals_greedy(seed: int):
     assert torch.equal(beam_search(model, mem, BOS, EOS, PAD, 7, 1).best, greedy(model, mem, BOS, EOS, PAD, 7))
 
 
+#: the penalties written out here, not taken from the code under test (``n``: tokens, ``<eos>`` included)
+PENALTIES = {"": lambda n: 1.0, "wu_0.9": lambda n: ((5 + n) / 6) ** 0.9, "avg": lambda n: float(n),
+             "wu_1": lambda n: (5 + n) / 6}
+
+
+def test_length_penalty_values():
+    assert length_penalty_fn("wu_0.9")(7) == pytest.approx(2 ** 0.9)  # GNMT: ((5 + 7) / 6) ** 0.9
+    assert length_penalty_fn("wu1")(1) == pytest.approx(1.0) and length_penalty_fn("WU_2")(13) == pytest.approx(9.0)
+    assert length_penalty_fn("avg")(4) == 4.0 and length_penalty_fn("avg")(0) == 1.0
+    assert length_penalty_fn("none")(9) == length_penalty_fn("")(9) == 1.0
+    with pytest.raises(UsageError, match="length penalty"):
+        length_penalty_fn("wu_")
+
+
 @pytest.mark.parametrize("penalty", ["", "wu_0.9", "avg"])
 def test_wide_beam_finds_the_exhaustive_optimum(penalty: str):
     model = TableModel(V, seed=1, sharpness=1.0)
     res = beam_search(model, _memory(model), BOS, EOS, PAD, L, beam_size=(V - 3) ** L, length_penalty=penalty)
-    lp = length_penalty_fn(penalty)
+    lp = PENALTIES[penalty]
     for img in range(IMAGES):
         best_score, best_seq = exhaustive(model, img, V, L, lp)
         assert res.scores[img, 0].item() == pytest.approx(best_score, abs=1e-5)
@@ -61,7 +75,7 @@ def test_n_best_are_sorted_distinct_and_scored():
     res = beam_search(model, _memory(model), BOS, EOS, PAD, L, beam_size=6, n_best=4, length_penalty="wu_1")
     assert res.tokens.shape[:2] == (IMAGES, 4)
     assert torch.all(res.scores[:, :-1] >= res.scores[:, 1:])
-    lp = length_penalty_fn("wu_1")
+    lp = PENALTIES["wu_1"]
     for img in range(IMAGES):
         seqs = [_trim(r) for r in res.tokens[img]]
         assert len({tuple(s) for s in seqs}) == 4

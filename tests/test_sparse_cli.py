@@ -83,7 +83,8 @@ def test_inspect_table_plot_and_bench(dense_ckpt: Path, tmp_path: Path):
     assert "pruned total" in res.stdout and "coo_int64_fp16" in res.stdout and "speed-up" in res.stdout
     res = runner.invoke(app, ["inspect", str(dense_ckpt), "--json", "--bench"])
     bench = json.loads(res.stdout)["bench"]
-    assert bench["dense_ms"] > 0 and bench["sparse_ms"] > 0 and bench["converted_layers"] == 9
+    assert bench["converted_layers"] == 9 and bench["threads"] == 1 and bench["same_tokens"] is True
+    assert bench["speedup"] == pytest.approx(bench["dense_ms"] / bench["sparse_ms"])
 
 
 def test_caption_sparse_matches_dense(dense_ckpt: Path, tmp_path: Path):

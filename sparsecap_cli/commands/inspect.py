@@ -83,5 +83,8 @@ def inspect(
         bt.add_row(f"{b['dense_ms']:.1f} ms", f"{b['sparse_ms']:.1f} ms", f"{b['speedup']:.2f}×",
                    str(b["converted_layers"]))
         console.print(bt)
+        if not b["same_tokens"]:
+            console.print("[yellow]warning:[/yellow] the sparse model wrote different tokens than the dense one "
+                          "(float rounding at a near tie, or a conversion fault): compare their captions")
     if plot is not None:
         console.print(f"sparsity chart: {plot}", highlight=False)

@@ -343,12 +343,15 @@ def greedy_ids(model: nn.Module, batch: dict[str, Tensor], max_len: int = 16, bo
 
 def bench_latency(dense: nn.Module, sparse: nn.Module, batch: dict[str, Tensor], threads: int = 1,
                   max_len: int = 16, repeat: int = 5) -> dict[str, float]:
-    """Greedy captioning latency of one batch, dense vs sparse, with ``threads`` intra-op threads."""
+    """Greedy captioning latency of one batch, dense vs sparse, with ``threads`` intra-op threads; ``same_tokens``
+    says whether both wrote the same tokens (a speed-up of a model that decodes differently means nothing)."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        same = torch.equal(greedy_ids(dense, batch, max_len), greedy_ids(sparse, batch, max_len))
         d = time_ms(lambda: greedy_ids(dense, batch, max_len), repeat)
         s = time_ms(lambda: greedy_ids(sparse, batch, max_len), repeat)
     finally:
         torch.set_num_threads(old)
-    return {"threads": threads, "dense_ms": d, "sparse_ms": s, "speedup": d / s if s else float("nan")}
+    return {"threads": threads, "dense_ms": d, "sparse_ms": s, "speedup": d / s if s else float("nan"),
+            "same_tokens": same}
