@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,29 @@ def test_wrong_or_broken_weights_are_one_line_errors(tmp_path: Path):
     assert "\n" not in str(info.value)
     with pytest.raises(CheckpointError, match="not found"):
         ResNetEncoder(depth=50, weights=str(tmp_path / "none.pth"), width=WIDTH)
+
+
+class _Payload:
+    """A pickled object a weights-only load must refuse, whose unpickling would leave a trace."""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {MARK}",))
+
+
+MARK = "/tmp/sparsecap-resnet-payload-ran"
+
+
+def test_a_pickle_with_code_is_refused_without_advice_to_run_it(tmp_path: Path):
+    """torch's own error advises retrying with ``weights_only=False`` — i.e. running the file's code: never repeat
+    that; say what to do instead, and never run the payload."""
+    Path(MARK).unlink(missing_ok=True)
+    evil = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "x": _Payload()}, evil)
+    with pytest.raises(CheckpointError, match="evil.pth.*never unpickled.*safetensors") as info:
+        ResNetEncoder(depth=50, weights=str(evil), width=WIDTH)
+    message = str(info.value)
+    assert "weights_only" not in message and "can still be loaded" not in message and "\n" not in message
+    assert not Path(MARK).exists()
 
 
 def test_resnet_encoder_in_a_caption_model(tmp_path: Path):

@@ -7,6 +7,7 @@ encoder runs it up to ``layer4`` and gives each cell of the output grid as a reg
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -107,6 +108,9 @@ def read_weights(path: Path) -> dict[str, Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False, i.e. running the file's code
+        raise CheckpointError(f"refused ResNet weights {path}: it holds pickled objects beyond tensors, which are "
+                              "never unpickled here; save a plain state dict (name → tensor) or .safetensors") from None
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise CheckpointError(f"unreadable ResNet weights {path} ({first})") from None
