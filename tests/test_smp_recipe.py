@@ -26,10 +26,11 @@ def test_robust_recipe_lands_on_the_toy_target_with_the_frozen_layer_dense(steps
     assert r["numel"] == 172 and r["frozen_dense"]
     assert r["sparsity"] == pytest.approx(0.8, abs=0.05)
     method = r["method"]
-    assert method.hardened_at == round(0.75 * steps)
+    assert method.hardened_at == round(0.8 * steps)
     # every step follows the schedule (to one weight of 172): no crawl, no stampede, no overshoot
     for step, s, scheduled in method.history:
         assert abs(s - scheduled) <= 1.5 / 172, (step, s, scheduled)
+        assert (scheduled == 0.0) == (step <= 0.2 * steps), (step, scheduled)  # dense until ramp_begin
     assert max(r["trace"]) <= 0.8 + 1 / 172
 
 
@@ -46,6 +47,11 @@ def test_cubic_target_schedule_values():
     assert cubic_target(250, 1000, 0.9, 0.5) == pytest.approx(0.9 * (1 - 0.5**3))
     assert cubic_target(500, 1000, 0.9, 0.5) == pytest.approx(0.9)
     assert cubic_target(900, 1000, 0.9, 0.5) == pytest.approx(0.9)
+    # the default robust ramp: dense to 0.2 T, then cubic to the target at 0.6 T
+    assert cubic_target(200, 1000, 0.9, 0.6, 0.2) == 0.0 and cubic_target(100, 1000, 0.9, 0.6, 0.2) == 0.0
+    assert cubic_target(400, 1000, 0.9, 0.6, 0.2) == pytest.approx(0.9 * (1 - 0.5**3))
+    assert cubic_target(300, 1000, 0.9, 0.6, 0.2) == pytest.approx(0.9 * (1 - 0.75**3))
+    assert cubic_target(600, 1000, 0.9, 0.6, 0.2) == cubic_target(999, 1000, 0.9, 0.6, 0.2) == pytest.approx(0.9)
     # monotone non-decreasing
     vals = [cubic_target(t, 1000, 0.9, 0.5) for t in range(0, 1001, 10)]
     assert all(b >= a for a, b in zip(vals, vals[1:], strict=False))
@@ -180,12 +186,16 @@ def test_bad_recipe_options_are_usage_errors():
         SupermaskMethod(0.9, recipe="magic")
     with pytest.raises(UsageError, match="ramp_end"):
         SupermaskMethod(0.9, ramp_end=0.8, harden_at=0.5)
+    with pytest.raises(UsageError, match="ramp_begin"):
+        SupermaskMethod(0.9, ramp_begin=0.6, ramp_end=0.6)
 
 
 def test_sharpening_schedule_goes_from_one_to_sharpen_at_the_ramp_end():
-    m = SupermaskMethod(0.9, total_steps=100, sharpen=16.0)
+    m = SupermaskMethod(0.9, total_steps=100, sharpen=16.0, ramp_begin=0.0, ramp_end=0.5)
     assert m.sharpness(0) == 1.0 and m.sharpness(25) == pytest.approx(4.0) and m.sharpness(50) == 16.0
     assert m.sharpness(90) == 16.0
+    m = SupermaskMethod(0.9, total_steps=100, sharpen=16.0)  # the default window: 0.2 T to 0.6 T
+    assert m.sharpness(20) == 1.0 and m.sharpness(40) == pytest.approx(4.0) and m.sharpness(60) == 16.0
     assert SupermaskMethod(0.9, total_steps=100).sharpness(50) == 1.0  # off by default
     with pytest.raises(UsageError, match="sharpen"):
         SupermaskMethod(0.9, sharpen=0.5)

@@ -46,11 +46,14 @@ def prune(
         help="supermask: robust (a scheduled global logit threshold, then fixed masks) | paper (the reference's "
         "sparsity loss) (default robust; see README 'Supermask recipes').",
     ),
+    ramp_begin: float | None = typer.Option(
+        None, "--ramp-begin", help="supermask robust: fraction of the run trained dense before pruning starts (0.2)."
+    ),
     ramp_end: float | None = typer.Option(
-        None, "--ramp-end", help="supermask robust: fraction of the run where the target is reached (0.5)."
+        None, "--ramp-end", help="supermask robust: fraction of the run where the target is reached (0.6)."
     ),
     harden_at: float | None = typer.Option(
-        None, "--harden-at", help="supermask robust: fraction of the run where the masks freeze (0.75)."
+        None, "--harden-at", help="supermask robust: fraction of the run where the masks freeze (0.8)."
     ),
     mask_init: float | None = typer.Option(None, "--mask-init", help="supermask: initial logit (5.0)."),
     mask_lr: float | None = typer.Option(
@@ -121,6 +124,7 @@ def prune(
         "freeze": [p.strip() for p in freeze.split(",") if p.strip()] if freeze is not None else None,
         "min_density": min_density,
         "recipe": recipe,
+        "ramp_begin": ramp_begin,
         "ramp_end": ramp_end,
         "harden_at": harden_at,
         "mask_init": mask_init,

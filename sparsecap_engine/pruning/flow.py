@@ -55,11 +55,12 @@ class PruneOptions:
     mask_lr: float = -1.0
     mask_eps: float = -1.0
     sparsity_weight: float = -1.0
-    ramp_end: float = 0.5
-    harden_at: float = 0.75
+    ramp_end: float = 0.6
+    harden_at: float = 0.8
     sharpen: float = 1.0
     sampling: str = ""
     layer_share: float = 0.0
+    ramp_begin: float = 0.2
     start: int = -1
     end: int = -1
     every: int = -1
@@ -107,9 +108,9 @@ class PruneOptions:
             raise UsageError(f"--sparsity must be in [0, 1), got {self.sparsity}")
         if self.recipe not in SupermaskMethod.RECIPES:
             raise UsageError(f"unknown --recipe {self.recipe!r}; choose from {', '.join(SupermaskMethod.RECIPES)}")
-        if not 0.0 < self.ramp_end <= self.harden_at <= 1.0:
-            raise UsageError(f"supermask needs 0 < --ramp-end ≤ --harden-at ≤ 1, got {self.ramp_end} and "
-                             f"{self.harden_at}")
+        if not 0.0 <= self.ramp_begin < self.ramp_end <= self.harden_at <= 1.0:
+            raise UsageError(f"supermask needs 0 ≤ --ramp-begin < --ramp-end ≤ --harden-at ≤ 1, got "
+                             f"{self.ramp_begin}, {self.ramp_end} and {self.harden_at}")
         if self.method in NEEDS_SOURCE and not self.source:
             raise UsageError(f"--method {self.method} prunes a trained model: give --from RUN")
         if self.rounds < 1:
@@ -214,7 +215,7 @@ def make_method(opts: PruneOptions, total_steps: int, masks: dict[str, Tensor] |
         "supermask": {"recipe": opts.recipe, "mask_init": opts.mask_init, "mask_lr": opts.mask_lr,
                       "mask_eps": opts.mask_eps, "sparsity_weight": opts.sparsity_weight, "ramp_end": opts.ramp_end,
                       "harden_at": opts.harden_at, "sharpen": opts.sharpen, "sampling": opts.sampling,
-                      "layer_share": opts.layer_share},
+                      "layer_share": opts.layer_share, "ramp_begin": opts.ramp_begin},
         "gradual": {"start": auto(opts.start), "end": auto(opts.end), "every": auto(opts.every),
                     "initial_sparsity": opts.initial_sparsity},
         "snip": {"snip_batches": opts.snip_batches},

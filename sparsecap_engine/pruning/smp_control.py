@@ -11,7 +11,9 @@ So the robust recipe keeps SMP's learnt mask logits, Bernoulli sampling and stra
 sparsity with one global threshold instead of a loss: at step ``t``, ``τ_t`` is the logit quantile that keeps exactly
 the scheduled density ``1 − s*(t)``, masks are ``Bernoulli(σ(s − τ_t))`` in training and ``[s > τ_t]`` in eval, and
 
-    s*(t) = s_f · (1 − (1 − min(1, t / (ramp_end·T)))³)          (Zhu & Gupta's cubic shape)
+    s*(t) = s_f · (1 − (1 − x)³),  x = clamp((t − b·T) / ((e − b)·T), 0, 1)     (Zhu & Gupta's cubic shape)
+
+with ``b = ramp_begin`` (default 0.2: the weights and logits learn dense first) and ``e = ramp_end`` (0.6).
 
 Nothing depends on ``N``, on the gradient scale or on the run length, and the sparsity is the schedule's at every step.
 """
@@ -24,10 +26,11 @@ import torch
 from torch import Tensor
 
 
-def cubic_target(step: int, total_steps: int, target: float, ramp_end: float) -> float:
-    """``s*(t)``: 0 at step 0, ``target`` from ``ramp_end · T`` on, cubic in between."""
-    end = max(1.0, ramp_end * total_steps)
-    x = min(1.0, step / end)
+def cubic_target(step: int, total_steps: int, target: float, ramp_end: float, ramp_begin: float = 0.0) -> float:
+    """``s*(t)``: 0 until ``ramp_begin · T``, ``target`` from ``ramp_end · T`` on, cubic in between."""
+    begin = ramp_begin * total_steps
+    end = max(1.0, ramp_end * total_steps - begin)
+    x = min(1.0, max(0.0, step - begin) / end)
     return target * (1.0 - (1.0 - x) ** 3)
 
 

@@ -231,11 +231,12 @@ def train(
                   params=sum(p.numel() for p in model.parameters()), train_images=len(splits.train),
                   skipped_train_images=splits.skipped_train)
 
-    def checkpoint(step: int, metrics: dict[str, float]) -> None:
+    def checkpoint(step: int, metrics: dict[str, float] | None) -> None:
+        """``last`` and the trainer state; ``best`` too when ``metrics`` beat it (None: a save without validation)."""
         nonlocal best_cider, best_step, last_saved
-        save("last", step, metrics=metrics)
+        save("last", step, **({"metrics": metrics} if metrics is not None else {}))
         last_saved = step
-        ready = call(hooks, "ready", step, default=True)
+        ready = metrics is not None and call(hooks, "ready", step, default=True)
         is_best = ready and (best_cider is None or metrics["CIDEr-D"] > best_cider)
         if is_best:
             best_cider, best_step = metrics["CIDEr-D"], step
@@ -307,7 +308,10 @@ def train(
     except KeyboardInterrupt:  # no signal handler installed (library use): the weights are those of step `done`
         status, message = "interrupted", "interrupted (Ctrl-C); last checkpoint saved"
     step = done
-    if status != "diverged":
+    if status == "interrupted":  # to be resumed: save at once (a SIGTERM's grace is short) and leave `best` to the
+        if last_saved != step:  # run's own validations, so N/2 steps + resume picks the same best as N straight
+            checkpoint(step, None)
+    elif status != "diverged":
         metrics = evaluate(step)
     call(hooks, "finalize")
     note = dict(call(hooks, "end_note", default=None) or {})  # e.g. whether the target sparsity was reached
