@@ -46,6 +46,38 @@ def test_layers_swapped_interface_unchanged(case: str):
     else:
         assert isinstance(sparse.decoder.generator, SparseLinear)
     assert report.converted and not report.skipped
+    # a clean module swap: same module tree except converted layers and the declared qkv_proj slots, no methods
+    # patched onto instances, LayerNorm and Dropout untouched
+    before, after = dict(dense.named_modules()), dict(sparse.named_modules())
+    changed = {(type(before[n]).__name__, type(m).__name__) for n, m in after.items()
+               if n in before and type(before[n]) is not type(m)}
+    allowed = {("Linear", "SparseLinear"), ("Embedding", "SparseEmbedding"), ("LSTMCell", "SparseLSTMCell")}
+    assert changed <= allowed, changed
+    extra = set(after) - set(before)
+    assert all(n.endswith("self_attn.qkv_proj") for n in extra), extra
+    assert (len(extra) > 0) == (case != "updown")  # every self-attention of the Transformers fused
+    assert not any(callable(v) and hasattr(v, "__self__") for m in sparse.modules() for v in vars(m).values())
+
+
+@torch.no_grad()
+def test_eval_attention_kernel_equals_the_reference_formula():
+    """In eval, ``attend`` uses one fused kernel: the same values as ``attention`` with masks and an additive bias,
+    including a query whose keys are all masked (uniform, not NaN)."""
+    from sparsecap_engine.models.transformer import MultiHeadAttention, attention
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4, dropout=0.3).eval()
+    q, k, v = (torch.randn(2, 4, 5, 4) for _ in range(3))
+    mask = torch.rand(2, 1, 5, 5) > 0.3
+    mask[0, 0, 2] = False  # every key masked for one query
+    bias = torch.randn(2, 4, 5, 5)
+    for m, b in ((None, None), (mask, None), (None, bias), (mask, bias)):
+        ref = attention(q, k, v, m, b, nn.Identity())
+        want = mha.out_proj(ref.transpose(1, 2).reshape(2, 5, 16))
+        got = mha.attend(q, k, v, m, b)
+        assert torch.allclose(got, want, atol=1e-5) and torch.isfinite(got).all()
+    mha.train()  # with dropout in training the reference path runs: outputs vary with the dropout draw
+    assert not torch.equal(mha.attend(q, k, v), mha.attend(q, k, v))
 
 
 @pytest.mark.parametrize("case", list(CASES))

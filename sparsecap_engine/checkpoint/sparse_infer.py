@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import statistics
 import time
-import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,28 +141,10 @@ class SparseEmbedding(nn.Module):
         return out.reshape(*tokens.shape, self.embedding_dim)
 
 
-class LeanLayerNorm(nn.Module):
-    """The Transformer's LayerNorm (``a·(x − mean)/(std + eps) + b``, unbiased std) in fewer ops (same values to
-    rounding): at batch 1 each op's fixed cost, not its arithmetic, is what a layer norm costs."""
-
-    def __init__(self, norm: nn.Module):
-        super().__init__()
-        self.weight, self.bias = norm.weight.detach().clone(), norm.bias.detach().clone()
-        self.eps = float(norm.eps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        std, mean = torch.std_mean(x, -1, keepdim=True)
-        return torch.addcmul(self.bias, self.weight, (x - mean) / (std + self.eps))
-
-
 def _fuse_attention(mha: nn.Module) -> bool:
-    """Give a self-attention module whose projections are all CSR one stacked CSR product for Q, K, V (or Q and
-    the shared KV / the shared QK and V): ``mha.qkv(x)`` then costs one product instead of two or three."""
-    share = getattr(mha, "share", None)
-    names = {"": ("q_proj", "k_proj", "v_proj"), "kv": ("q_proj", "kv_proj"), "qk": ("qk_proj", "v_proj")}.get(share)
-    if names is None:
-        return False
-    projs = [getattr(mha, n, None) for n in names]
+    """Stack the CSR projections of a self-attention into the ``qkv_proj`` slot it declares (Q, K, V; Q and the
+    shared KV; the shared QK and V): ``mha.qkv(x)`` then costs one sparse product instead of two or three."""
+    projs = mha.stacked_projections()
     if not all(isinstance(p, SparseLinear) and p.bias is not None for p in projs):
         return False
     stacked = nn.Linear(projs[0].in_features, sum(p.out_features for p in projs))
@@ -171,35 +152,8 @@ def _fuse_attention(mha: nn.Module) -> bool:
         warnings.simplefilter("ignore", UserWarning)
         stacked.weight.data = torch.cat([p.weight.to_dense() for p in projs])
     stacked.bias.data = torch.cat([p.bias for p in projs])  # type: ignore[misc]
-    mha.qkv_fused = SparseLinear(stacked)
-    mha.qkv = types.MethodType(_fused_qkv, mha)  # instance attribute: shadows MultiHeadAttention.qkv
+    mha.qkv_proj = SparseLinear(stacked)
     return True
-
-
-def _fused_qkv(self: Any, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    parts = self.qkv_fused(x).split(self.h * self.d_k, dim=-1)
-    if self.share == "kv":
-        k = self._heads(parts[1])
-        return self._heads(parts[0]), k, k
-    if self.share == "qk":
-        return self._heads(parts[0]), self._heads(parts[0]), self._heads(parts[1])
-    return self._heads(parts[0]), self._heads(parts[1]), self._heads(parts[2])
-
-
-def _fused_attend(self: Any, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
-                  bias: Tensor | None = None) -> Tensor:
-    """``MultiHeadAttention.attend`` in eval mode with one ``scaled_dot_product_attention`` call (about half the
-    cost at batch 1). Masked scores get the dtype's minimum, then the bias is added, as in ``attention``: a row with
-    every key masked stays uniform (a boolean mask would make it NaN)."""
-    low = torch.finfo(q.dtype).min
-    if bias is not None:
-        bias = bias.to(q.dtype)
-        mask = bias if mask is None else bias.masked_fill(~mask, low)
-    elif mask is not None:
-        mask = torch.where(mask, 0.0, low).to(q.dtype)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    b, _, t, _ = out.shape
-    return self.out_proj(out.transpose(1, 2).reshape(b, t, self.h * self.d_k))
 
 
 @dataclass
@@ -250,25 +204,14 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY) -> Sp
 
 
 def _streamline(model: nn.Module) -> None:
-    """Per-op overhead, not arithmetic, dominates sparse batch-1 decoding: fuse the CSR Q/K/V products of each
-    attention, use a leaner LayerNorm, and in eval mode attend with one fused kernel and drop the no-op Dropouts."""
-    from sparsecap_engine.models.transformer import LayerNorm, MultiHeadAttention
+    """Per-op overhead, not arithmetic, dominates sparse batch-1 decoding: one fused CSR product for the Q/K/V of
+    each self-attention whose projections were all converted (only ``self_attn`` calls ``qkv``)."""
+    from sparsecap_engine.models.transformer import MultiHeadAttention
 
-    swapped: dict[int, nn.Module] = {}
     for _, parent in list(model.named_modules(remove_duplicate=False)):
-        attn = getattr(parent, "self_attn", None)  # only self-attention calls ``qkv`` (cross-attention: Q and KV apart)
-        if isinstance(attn, MultiHeadAttention) and "qkv_fused" not in attn._modules:
+        attn = getattr(parent, "self_attn", None)
+        if isinstance(attn, MultiHeadAttention) and attn.qkv_proj is None:
             _fuse_attention(attn)
-        if isinstance(parent, MultiHeadAttention) and not model.training and "attend" not in parent.__dict__:
-            parent.attend = types.MethodType(_fused_attend, parent)  # dropout on the weights is a no-op in eval
-        for cname, child in list(parent.named_children()):
-            if type(child) is LayerNorm:
-                new = swapped.setdefault(id(child), LeanLayerNorm(child))
-            elif isinstance(child, nn.Dropout) and not model.training:
-                new = swapped.setdefault(id(child), nn.Identity())
-            else:
-                continue
-            setattr(parent, cname, new)
 
 
 def pruned_sparsity(model: nn.Module) -> float:
