@@ -1,0 +1,218 @@
+"""Mutation testing of the core modules (issue 12): do the fast tests fail when the behaviour breaks?
+
+Runs `mutmut <https://mutmut.readthedocs.io>`_ 3 (``pip install mutmut``) per *area* (a few engine modules and the
+fast tests that cover them) in a throw-away copy of the working tree, so the checkout itself is never mutated and
+no ``mutants/`` folder or mutmut config lands in it. Each area's copy gets its own ``setup.cfg`` ``[mutmut]``
+section (``only_mutate`` = the area's modules, ``pytest_add_cli_args_test_selection`` = its tests); mutmut then
+generates the mutants (operator, comparison, constant, string, argument and return-value changes), runs the tests
+that reach each mutated function, and records an exit code per mutant, which this script tallies per module.
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/mutation.py              # all areas
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/mutation.py --area scst --show
+    ... benchmarks/mutation.py --baseline      # without tests/test_mutants_*.py: the suite before issue 12
+
+Only the functions listed for a module in ``AREAS`` count when a module has such a list (``recipe.py``: the
+gradient clipping; the training loop is covered by the slow end-to-end tests, not this fast subset). Surviving
+mutants listed in ``EQUIVALENT`` are reported as equivalent (the program's behaviour does not change), with why;
+any other survivor is a gap in the tests. Exit status 1 when a non-equivalent mutant survives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: area → engine modules to mutate (optionally only some functions of them) and the fast tests that cover them
+AREAS: dict[str, dict] = {
+    "training": {
+        "modules": {
+            "sparsecap_engine/training/losses.py": None,
+            "sparsecap_engine/training/schedules.py": None,
+            "sparsecap_engine/training/recipe.py": ["clip_gradients"],
+        },
+        "tests": ["tests/test_training_core.py", "tests/test_mutants_training.py"],
+    },
+    "scst": {
+        "modules": {
+            "sparsecap_engine/training/scst.py": [
+                "check", "CaptionReward", "leave_one_out", "reward_loss", "scst_objective", "_greedy_reward",
+            ],
+        },
+        "tests": ["tests/test_scst.py", "tests/test_mutants_scst.py"],
+    },
+    "pruning": {
+        "modules": {
+            "sparsecap_engine/pruning/masks.py": None,
+            "sparsecap_engine/pruning/smp_control.py": None,
+            "sparsecap_engine/pruning/criteria.py": None,
+        },
+        "tests": ["tests/test_pruning_masks.py", "tests/test_pruning_methods.py", "tests/test_smp_recipe.py",
+                  "tests/test_mutants_pruning.py"],
+    },
+    "decoding": {
+        "modules": {
+            "sparsecap_engine/decoding/greedy.py": None,
+            "sparsecap_engine/decoding/beam.py": None,
+            "sparsecap_engine/decoding/constraints.py": None,
+            "sparsecap_engine/decoding/api.py": None,
+        },
+        "tests": ["tests/test_decoding_beam.py", "tests/test_decoding_sampling.py", "tests/test_mutants_decoding.py"],
+    },
+}
+
+#: surviving mutants that do not change behaviour (mutmut's names are stable while the module is unchanged)
+EQUIVALENT: dict[str, str] = {
+    "sparsecap_engine.training.losses.x_caption_xe__mutmut_3":
+        "mask.to(None) keeps a bool mask: nll·mask and Σmask (int) give the same value and dtype",
+    "sparsecap_engine.training.schedules.x_cosine__mutmut_1":
+        "default warm-up 1 instead of 0: step 0 gets lr0·1/1 = lr0, which the cosine gives at step 0 anyway",
+    "sparsecap_engine.training.scst.x_reward_loss__mutmut_2":
+        "mask.to(None) keeps a bool mask: logp·mask and Σmask (int) give the same value and dtype",
+    "sparsecap_engine.training.scst.x_scst_objective__mutmut_142":
+        "numpy's reshape(-2) is reshape(-1) (any negative size is the unknown one)",
+    "sparsecap_engine.training.scst.xǁCaptionRewardǁ__call____mutmut_15": "count_ngrams' default n is 4",
+    "sparsecap_engine.training.scst.xǁCaptionRewardǁ__call____mutmut_30": "batch_bleu's default n is 4",
+    "sparsecap_engine.training.scst.xǁCaptionRewardǁ__call____mutmut_21":
+        "reward = w·CIDEr instead of reward += w·CIDEr on a reward that is still all zeros",
+    "sparsecap_engine.training.scst.xǁCaptionRewardǁ__init____mutmut_12":
+        "np.asarray(weights) without dtype: the values are stored into a float64 array anyway",
+    "sparsecap_engine.training.scst.xǁCaptionRewardǁ__init____mutmut_14":
+        "np.asarray(weights) without dtype: the values are stored into a float64 array anyway",
+}
+
+#: survivors that change only which device a tensor is put on: the same program on CPU (a CUDA run would kill them)
+for _n in (18, 21, 35, 136, 138):
+    EQUIVALENT[f"sparsecap_engine.training.scst.x_scst_objective__mutmut_{_n}"] = (
+        "device placement (device=None/omitted is the CPU): equivalent on CPU, only a CUDA run can tell")
+
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
+          24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "killed"}
+
+
+def _tracked_files(baseline: bool) -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    keep = [f for f in out if (ROOT / f).is_file() and not f.startswith(("sweeps/", "docs/"))]
+    if baseline:
+        keep = [f for f in keep if not Path(f).name.startswith("test_mutants_")]
+    return keep
+
+
+def _prepare(area: str, spec: dict, work: Path, baseline: bool) -> list[str]:
+    if work.exists():
+        shutil.rmtree(work)
+    for rel in _tracked_files(baseline):
+        dst = work / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dst)
+    tests = [t for t in spec["tests"] if (work / t).is_file()]
+    lines = ["[mutmut]", "source_paths=", "    sparsecap_engine", "only_mutate="]
+    lines += [f"    {m}" for m in spec["modules"]]
+    lines += ["pytest_add_cli_args=", "    -m", "    not slow", "    -p", "    no:cacheprovider"]
+    lines += ["pytest_add_cli_args_test_selection="] + [f"    {t}" for t in tests]
+    lines += ["also_copy=", "    tests", "    benchmarks"]  # tests/test_smp_recipe.py imports benchmarks/smp_toy.py
+    (work / "setup.cfg").write_text("\n".join(lines) + "\n")
+    pyproject = work / "pyproject.toml"  # a [tool.mutmut] table there would override setup.cfg
+    text = pyproject.read_text()
+    if "[tool.mutmut]" in text:
+        pyproject.write_text(text.replace("[tool.mutmut]", "[tool.mutmut-ignored]"))
+    return tests
+
+
+def _counted(key: str, functions: list[str] | None) -> bool:
+    if functions is None:
+        return True
+    name = key.rsplit(".", 1)[1]  # x_func__mutmut_3 or xǁClassǁmethod__mutmut_3
+    return any(name.startswith(f"x_{f}__") or f"ǁ{f}ǁ" in name or name.endswith(f"ǁ{f}") or
+               name.split("__mutmut_")[0].endswith(f"ǁ{f}") for f in functions)
+
+
+def _diff(work: Path, key: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "mutmut", "show", key], cwd=work, capture_output=True, text=True)
+    lines = [ln for ln in out.stdout.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    return "\n".join(f"        {ln.strip()[:150]}" for ln in lines)
+
+
+def run_area(area: str, spec: dict, root: Path, baseline: bool, show: bool) -> dict[str, Counter]:
+    work = root / area
+    tests = _prepare(area, spec, work, baseline)
+    print(f"\n=== {area}: {', '.join(spec['modules'])}\n    tests: {' '.join(tests)}", flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=work, env=env, capture_output=True, text=True)
+    print(f"    mutmut run: exit {proc.returncode} in {time.monotonic() - t0:.0f} s", flush=True)
+    if proc.returncode not in (0, 1) or "failed to collect stats" in proc.stdout + proc.stderr:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+    result: dict[str, Counter] = {}
+    for module, functions in spec["modules"].items():
+        meta = work / "mutants" / (module + ".meta")
+        counts: Counter = Counter()
+        survivors = []
+        codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
+        for key, code in sorted(codes.items(), key=lambda kv: (kv[0].split("__mutmut_")[0],
+                                                               int(kv[0].rsplit("_", 1)[1]))):
+            if not _counted(key, functions):
+                continue
+            status = STATUS.get(code, "suspicious" if code is not None else "not checked")
+            if status == "survived" and key in EQUIVALENT:
+                status = "equivalent"
+            counts["generated"] += 1
+            counts[status] += 1
+            if status in ("survived", "equivalent", "suspicious", "not checked", "no tests"):
+                survivors.append((key, status))
+        result[module] = counts
+        scope = "" if functions is None else f" (functions: {', '.join(functions)})"
+        print(f"  {module}{scope}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        for key, status in survivors:
+            why = f" — {EQUIVALENT[key]}" if key in EQUIVALENT else ""
+            print(f"    {status}: {key.rsplit('.', 1)[1]}{why}")
+            if show and status != "not checked":
+                print(_diff(work, key))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--area", action="append", choices=sorted(AREAS), help="area(s) to run (default: all)")
+    ap.add_argument("--workdir", type=Path, help="where the copies go (default: a temporary folder, removed)")
+    ap.add_argument("--baseline", action="store_true", help="leave out tests/test_mutants_*.py")
+    ap.add_argument("--show", action="store_true", help="print the diff of every surviving mutant")
+    ap.add_argument("--only", action="append", help="mutate only the area's modules whose path contains this")
+    ap.add_argument("--tests", nargs="+", help="run these test files instead of the area's (e.g. only the new ones)")
+    args = ap.parse_args(argv)
+    areas = args.area or list(AREAS)
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="sparsecap-mutation-"))
+    total: Counter = Counter()
+    try:
+        for area in areas:
+            spec = dict(AREAS[area])
+            if args.only:
+                spec["modules"] = {m: f for m, f in spec["modules"].items() if any(o in m for o in args.only)}
+            if args.tests:
+                spec["tests"] = args.tests
+            if not spec["modules"]:
+                continue
+            for counts in run_area(area, spec, root, args.baseline, args.show).values():
+                total.update(counts)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    live = total["survived"] + total["suspicious"] + total["no tests"] + total["not checked"]
+    rate = (live + total["equivalent"]) / max(1, total["generated"])
+    print(f"\nTOTAL: {', '.join(f'{k} {v}' for k, v in sorted(total.items()))}")
+    print(f"survival rate {rate:.1%} (equivalent mutants included); non-equivalent survivors: {live}")
+    return 1 if live else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
