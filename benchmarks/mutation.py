@@ -90,6 +90,33 @@ EQUIVALENT: dict[str, str] = {
         "np.asarray(weights) without dtype: the values are stored into a float64 array anyway",
 }
 
+_C = "sparsecap_engine.pruning.criteria."
+EQUIVALENT.update({
+    _C + "x_dist_scores__mutmut_15": "w[None] when there is no mask: the same values with a leading 1-dim, same μ, σ",
+    _C + "x_dist_scores__mutmut_30": "the population σ of one value is 0, the value the else branch gives",
+    _C + "x_dist_scores__mutmut_33": "the population σ of one value is 0, the value the else branch gives",
+    _C + "x_dist_scores__mutmut_36": "σ := 1 instead of 0 for one survivor: (w − μ)/1 either way (σ = 0 divides by 1)",
+    _C + "x_dist_scores__mutmut_44": "σ = 0: every survivor equals μ, so (w − μ)/2 = (w − μ)/1 = 0; pruned get −1",
+    _C + "x__top_k_flat__mutmut_9": "k = 0 then takes the partial-sort branch: topk of 0 entries, the same empty mask",
+    _C + "x__top_k_flat__mutmut_17": "which exact-top-k branch runs (partial sort vs kth value) at k = n//8: same mask",
+    _C + "x__top_k_flat__mutmut_18": "which exact-top-k branch runs (partial sort vs kth value): same mask",
+    _C + "x__top_k_flat__mutmut_19": "which exact-top-k branch runs (partial sort vs kth value): same mask",
+    _C + "x__top_k_flat__mutmut_33": "topk's sorted flag: the same index set",
+    _C + "x__top_k_flat__mutmut_34": "topk's sorted flag: the same index set",
+    _C + "x__top_k_flat__mutmut_47": "short = 0 adds the first 0 ties: no change",
+    _C + "x_select_global__mutmut_11": "floors of min_density 0 are all 0, which never force a layer",
+    _C + "x_select_global__mutmut_34": "the no-free-layer branch is unreachable with layers (a last free layer always "
+                                       "gets ≥ its floor); with none, top-k of zeros(1) split over {} is {}",
+    _C + "x_select_global__mutmut_37": "_split over no free layers is {} anyway",
+    _C + "x_select_global__mutmut_50": "floors.get's default only matters when floors is {} (both defaults falsy)",
+    _C + "x_select_global__mutmut_52": "floors.get's default only matters when floors is {} (both defaults falsy)",
+    _C + "x_select_global__mutmut_58": "forced's values are never read (floors[n] is)",
+})
+for _f, _ns in (("magnitude_scores", (12, 14)), ("dist_scores", (6, 8)), ("snip_scores", (13, 15)),
+                ("_top_k_flat", (5, 8, 13, 16, 23, 26))):
+    for _n in _ns:
+        EQUIVALENT[f"{_C}x_{_f}__mutmut_{_n}"] = "device placement: equivalent on CPU, only a CUDA run can tell"
+
 #: survivors that change only which device a tensor is put on: the same program on CPU (a CUDA run would kill them)
 for _n in (18, 21, 35, 136, 138):
     EQUIVALENT[f"sparsecap_engine.training.scst.x_scst_objective__mutmut_{_n}"] = (

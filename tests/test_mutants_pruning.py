@@ -39,10 +39,10 @@ def test_pruned_weights_score_exactly_minus_one_with_float_or_bool_masks():
 
 
 def test_dist_scores_standardise_by_the_surviving_weights_only():
-    w = {"a": torch.tensor([1.0, 3.0, 100.0, -50.0]), "b": torch.tensor([2.0, 2.0, 5.0])}
+    w = {"a": torch.tensor([1.0, 5.0, 100.0, -50.0]), "b": torch.tensor([2.0, 2.0, 5.0])}
     m = {"a": torch.tensor([True, True, False, False]), "b": torch.tensor([True, True, False])}
     d = dist_scores(w, m)
-    assert torch.allclose(d["a"], torch.tensor([1.0, 1.0, -1.0, -1.0]))  # μ = 2, σ = 1 over {1, 3}
+    assert torch.allclose(d["a"], torch.tensor([1.0, 1.0, -1.0, -1.0]))  # μ = 3, σ = 2 over {1, 5}
     assert torch.equal(d["b"], torch.tensor([0.0, 0.0, -1.0]))  # σ = 0: (w − μ) / 1
 
 
@@ -85,7 +85,7 @@ def test_select_global_exact_counts_defaults_and_floors():
 
 def test_select_uniform_and_select_pass_min_density():
     s = {"a": torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1])}
-    assert int(select_uniform(s, 0.8).masks["a"].sum()) == 2  # default: no floor
+    assert int(select_uniform(s, 0.8).masks["a"].sum()) == 2 and select_uniform(s, 0.8).emptied == []  # no floor
     assert int(select_uniform(s, 0.8, min_density=0.5).masks["a"].sum()) == 5
     empty = select_uniform(s, 1.0)
     assert not empty.masks["a"].any() and empty.emptied == ["a"]
@@ -238,3 +238,30 @@ def test_masks_follow_the_device_they_are_moved_to():
     same = Supermask(torch.Size([2]), init=1.0)
     same.move_to(torch.device("cpu"))  # already there: the same logits object
     assert same.logits.device.type == "cpu"
+
+
+def test_supermask_training_samples_without_grad_follow_shift_and_sharpness():
+    """Training mode, no autograd (e.g. a no-grad forward during a step): ``m ~ Bernoulli(σ(κ(s − τ)))``; with
+    ``topk`` the mask is ``[s > τ]``."""
+    from sparsecap_engine.pruning.masks import Supermask
+
+    torch.manual_seed(0)
+    n = 4000
+    sm = Supermask(torch.Size([n]), init=0.0).train()
+    w = torch.ones(n)
+    with torch.no_grad():
+        assert 0.45 < float(sm(w).mean()) < 0.55  # σ(0) = 0.5
+        sm.shift = 1.0
+        assert 0.23 < float(sm(w).mean()) < 0.31  # σ(−1) = 0.27
+        sm.scale = 3.0
+        assert 0.03 < float(sm(w).mean()) < 0.07  # σ(−3) = 0.047
+        sm.shift, sm.scale = 0.0, 1.0
+        sm.logits[: n // 2] = 30.0
+        sm.logits[n // 2 :] = -30.0
+        out = sm(w)
+        assert bool(out[: n // 2].all()) and not bool(out[n // 2 :].any())
+        sm.logits.fill_(0.1)
+        sm.topk = True
+        assert bool(sm(w).all())  # deterministic: every s > τ = 0 is kept
+        sm.shift = 0.2
+        assert not bool(sm(w).any())
