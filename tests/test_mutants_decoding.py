@@ -51,3 +51,16 @@ def test_beam_option_errors():
         beam_search(model, _memory(1), BOS, EOS, PAD, 5, 2, n_best=3)
     with pytest.raises(UsageError, match="^max_len must be at least 1$"):
         beam_search(model, _memory(1), BOS, EOS, PAD, 0, 2)
+
+
+def test_sampling_defaults_to_temperature_one_and_obeys_the_token_rules():
+    from sparsecap_engine.decoding.constraints import Constraints
+
+    model = TableModel(7, seed=5, eos_bias=3.0)
+    default = sample(model, _memory(4), BOS, EOS, PAD, 8, generator=torch.Generator().manual_seed(1))
+    one = sample(model, _memory(4), BOS, EOS, PAD, 8, temperature=1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(default[0], one[0])
+    rules = Constraints(EOS, (BOS, PAD), min_words=3)
+    ids, _ = sample(model, _memory(4), BOS, EOS, PAD, 8, generator=torch.Generator().manual_seed(1), constraints=rules)
+    assert all(EOS not in row[:3] for row in ids.tolist())
+    assert any(EOS in row[:3] for row in default[0].tolist())  # (without the rule <eos> comes early)
