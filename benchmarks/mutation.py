@@ -117,6 +117,11 @@ for _f, _ns in (("magnitude_scores", (12, 14)), ("dist_scores", (6, 8)), ("snip_
     for _n in _ns:
         EQUIVALENT[f"{_C}x_{_f}__mutmut_{_n}"] = "device placement: equivalent on CPU, only a CUDA run can tell"
 
+for _n in (27, 30, 31, 63, 66, 67):  # keep_thresholds zips floors with the tensors twice, each strict
+    EQUIVALENT[f"sparsecap_engine.pruning.smp_control.x_keep_thresholds__mutmut_{_n}"] = (
+        "one of the two zip(..., strict=True) over (tensors, floors) made lax: the other still raises on a length "
+        "mismatch")
+
 #: survivors that change only which device a tensor is put on: the same program on CPU (a CUDA run would kill them)
 for _n in (18, 21, 35, 136, 138):
     EQUIVALENT[f"sparsecap_engine.training.scst.x_scst_objective__mutmut_{_n}"] = (
