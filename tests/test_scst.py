@@ -152,16 +152,18 @@ def test_objective_gives_a_finite_loss_with_gradients(tmp_path: Path, sampler: s
 
 
 def test_fixed_mask_hooks_only_for_pruned_checkpoints(tmp_path: Path):
+    from sparsecap_engine.checkpoint.masks_file import masks_path, save_masks
+    from sparsecap_engine.checkpoint.source import Source
+
     ckpt = tmp_path / "best.safetensors"
     ckpt.write_bytes(b"")
-    assert fixed_mask_hooks(ckpt) is None
-    pytest.importorskip("sparsecap_engine.pruning.methods")
-    from sparsecap_engine.pruning.io import masks_path, save_masks
-
+    src = Source(None, ckpt, {}, {})
+    assert fixed_mask_hooks(src) is None and src.masks() is None
     model = _tiny_model(10)
     masks = {"decoder.logit.weight": torch.rand_like(model.decoder.logit.weight) > 0.5}
     save_masks(masks_path(ckpt), masks)
-    hooks = fixed_mask_hooks(ckpt)
+    assert torch.equal(src.masks()["decoder.logit.weight"], masks["decoder.logit.weight"])
+    hooks = fixed_mask_hooks(src)
     assert hooks is not None and getattr(hooks, "name", "") == "fixed"
     assert hooks.target == pytest.approx(1 - masks["decoder.logit.weight"].float().mean().item())
 

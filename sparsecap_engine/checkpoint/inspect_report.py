@@ -20,7 +20,7 @@ def _pruned_names(path: Path, model: torch.nn.Module, meta: dict[str, Any]) -> l
     """Pruned tensors: the sparse file's own table, the masks sibling, else every prunable weight of the model."""
     if meta.get("format") == SPARSE_FORMAT:
         return [n for n, e in meta.get("storage", {}).items() if e.get("pruned")]
-    from sparsecap_engine.pruning.io import load_masks, masks_path
+    from sparsecap_engine.checkpoint.masks_file import load_masks, masks_path
     from sparsecap_engine.pruning.masks import prunable
 
     side = masks_path(path)

@@ -45,16 +45,21 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     raise CheckpointError(f"{path}: unknown checkpoint format {fmt!r}")
 
 
+def model_config_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's model config as built from it: no ``vocab_size`` (the vocabulary says it), and no encoder
+    weights path (e.g. a ResNet file): the weights come from the checkpoint, not from the file used to train it."""
+    config = {k: v for k, v in dict(meta["model"]).items() if k != "vocab_size"}
+    config["encoder_args"] = {k: v for k, v in config.get("encoder_args", {}).items() if k != "weights"}
+    return config
+
+
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[CaptionModel, Vocab, dict[str, Any]]:
     """Rebuild the model named in the checkpoint and load its weights (strict)."""
     path = Path(path)
     state, meta = read_state(path)
     try:
         vocab = tokenizer_from_json(meta["vocab"], str(path))  # word Vocab or RadixTokenizer
-        config = dict(meta["model"])
-        config.pop("vocab_size", None)
-        # encoder weights (e.g. a ResNet file) come from this checkpoint, not from the path used at training time
-        config["encoder_args"] = {k: v for k, v in config.get("encoder_args", {}).items() if k != "weights"}
+        config = model_config_of(meta)
         with torch.device("meta"):  # shapes only: absurd sizes in the metadata allocate nothing
             probe = build_model(config, len(vocab)).state_dict()
     except KeyError as exc:

@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from sparsecap_engine.checkpoint.model_io import load_model, read_state, save_model
-from sparsecap_engine.config import ModelConfig, RunConfig
-from sparsecap_engine.errors import CheckpointError, DivergedError, RunError, UsageError
+from sparsecap_engine.checkpoint.source import Source, open_source
+from sparsecap_engine.config import RunConfig
+from sparsecap_engine.errors import CheckpointError, DivergedError, UsageError
 from sparsecap_engine.models.registry import build_model
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.pruning.criteria import CRITERIA, select
@@ -33,7 +34,6 @@ from sparsecap_engine.pruning.masks import in_scope, prunable
 from sparsecap_engine.pruning.methods import METHODS, PruneMethod, SupermaskMethod, build_method
 from sparsecap_engine.pruning.report import sparsity_report, write_report
 from sparsecap_engine.runs import RunDir
-from sparsecap_engine.text.vocab import Vocab
 
 #: methods that prune a trained model and so need ``--from``
 NEEDS_SOURCE = ("magnitude", "lottery", "fixed")
@@ -145,48 +145,6 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
     raise UsageError(f"{where}: prune.{key} must be {kind}, got {value!r}")
 
 
-@dataclass
-class Source:
-    """What ``--from`` points at: a run (if any), one of its checkpoints, that checkpoint's weights and metadata."""
-
-    run: RunDir | None
-    checkpoint: Path
-    state: dict[str, Tensor]
-    meta: dict[str, Any]
-
-    @property
-    def vocab(self) -> Vocab:
-        """The source's tokenizer (word vocabulary or radix)."""
-        from sparsecap_engine.text.tokenizer import tokenizer_from_json
-
-        return tokenizer_from_json(self.meta["vocab"], str(self.checkpoint))
-
-
-def resolve_source(path: str | Path, which: str = "best") -> Source:
-    """``--from``: a run directory (its ``which`` checkpoint, best falling back to last) or a checkpoint file."""
-    path = Path(path)
-    if path.is_dir():
-        run = RunDir.open(path)
-        ckpt = run.checkpoint(which)
-    elif path.is_file():
-        ckpt = path
-        parent = path.parent.parent
-        run = RunDir(parent) if path.parent.name == "checkpoints" and (parent / "config.toml").is_file() else None
-    else:
-        raise RunError(f"--from {path}: no such run directory or checkpoint")
-    state, meta = read_state(ckpt)
-    if "model" not in meta or "vocab" not in meta:
-        raise CheckpointError(f"{ckpt}: metadata lacks the model config or vocabulary")
-    return Source(run, ckpt, state, meta)
-
-
-def with_source_model(config: RunConfig, meta: dict[str, Any]) -> RunConfig:
-    """The run's model becomes exactly the source checkpoint's model."""
-    model = {k: v for k, v in meta["model"].items() if k != "vocab_size"}
-    name = model.pop("name")
-    return dataclasses.replace(config, model=ModelConfig(name=name, preset="", overrides=model))
-
-
 def xe_loss_fn(config: RunConfig, splits) -> Callable[[nn.Module, int], Tensor]:
     """``loss(model, i)``: caption XE of the i-th saliency batch (random training images, seeded)."""
     from sparsecap_engine.training.losses import caption_xe
@@ -293,9 +251,9 @@ class PrunePlan:
 def plan_prune(config: RunConfig) -> PrunePlan:
     """Check options and ``--from`` before anything is written (the CLI calls this before creating the run)."""
     opts = PruneOptions.from_dict(config.prune)
-    src = resolve_source(opts.source, opts.source_checkpoint) if opts.source else None
+    src = open_source(opts.source, opts.source_checkpoint) if opts.source else None
     if src is not None:
-        config = with_source_model(config, src.meta)
+        config = dataclasses.replace(config, model=src.model_config())
     config = dataclasses.replace(config, prune=opts.to_dict())
     from sparsecap_engine.training.setup import check_config
 

@@ -2,8 +2,8 @@
 
 ``<name>.safetensors`` is a plain dense checkpoint with ``w ⊙ m`` baked in (``load_model`` rebuilds the plain model
 class from it); its metadata carries a ``sparsity`` summary. The hard 0/1 masks go to the sibling file
-``<name>.masks.safetensors`` (same safetensors container, format ``sparsecap-masks-1``, one bool tensor per pruned
-weight) so ``fixed`` fine-tuning and lottery rewinding restore the exact masks.
+``<name>.masks.safetensors`` (``checkpoint/masks_file.py``) so ``fixed`` fine-tuning and lottery rewinding restore
+the exact masks.
 """
 
 from __future__ import annotations
@@ -11,36 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
-from sparsecap_engine.checkpoint.dense import pack, read_file
+from sparsecap_engine.checkpoint.masks_file import load_masks, masks_path, save_masks
 from sparsecap_engine.checkpoint.model_io import read_state, save_model
 from sparsecap_engine.errors import CheckpointError
 from sparsecap_engine.pruning.masks import baked_state_dict, prunable
 from sparsecap_engine.text.vocab import Vocab
-
-MASKS_FORMAT = "sparsecap-masks-1"
-
-
-def masks_path(checkpoint: Path) -> Path:
-    """``…/best.safetensors`` → ``…/best.masks.safetensors``."""
-    checkpoint = Path(checkpoint)
-    stem = checkpoint.name.removesuffix(".safetensors")
-    return checkpoint.with_name(f"{stem}.masks.safetensors")
-
-
-def save_masks(path: Path, masks: dict[str, Tensor], **meta: Any) -> None:
-    tensors = {name: m.detach().to("cpu", torch.bool).contiguous() for name, m in masks.items()}
-    atomic_write_bytes(Path(path), pack(tensors, {**meta, "format": MASKS_FORMAT}))
-
-
-def load_masks(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    tensors, meta = read_file(path)
-    if meta["format"] != MASKS_FORMAT:
-        raise CheckpointError(f"{path}: format {meta['format']!r} is not {MASKS_FORMAT!r}")
-    return {k: v.to(torch.bool) for k, v in tensors.items()}, meta
 
 
 def summary(report: dict[str, Any], target: float | None = None, method: str = "") -> dict[str, Any]:
@@ -73,3 +50,6 @@ def read_masks_for(checkpoint: Path, model: nn.Module | None = None) -> dict[str
         raise CheckpointError(f"{checkpoint}: no masks file {side.name} next to it")
     state, _ = read_state(checkpoint)
     return {name: state[name] != 0 for name in prunable(model) if name in state}
+
+
+__all__ = ["load_masks", "masks_path", "read_masks_for", "save_masks", "save_pruned", "summary"]

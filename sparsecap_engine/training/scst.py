@@ -25,25 +25,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from sparsecap_engine.checkpoint.model_io import read_state
-from sparsecap_engine.config import ModelConfig, RunConfig
+from sparsecap_engine.checkpoint.source import Source, open_source
+from sparsecap_engine.config import RunConfig
 from sparsecap_engine.decoding.beam import beam_search
 from sparsecap_engine.decoding.constraints import Constraints
 from sparsecap_engine.decoding.greedy import greedy, sample
-from sparsecap_engine.errors import CheckpointError, RunError, UsageError
+from sparsecap_engine.errors import UsageError
 from sparsecap_engine.metrics.bleu import batch_bleu
 from sparsecap_engine.metrics.cider import CiderD, count_ngrams
 from sparsecap_engine.models.base import CaptionModel
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.runs import RunDir
-from sparsecap_engine.text.tokenizer import tokenizer_from_json
 from sparsecap_engine.training.recipe import Objective, TrainResult, train
 from sparsecap_engine.training.setup import load_splits, resolve_model
 
@@ -201,53 +199,13 @@ def _greedy_reward(model: CaptionModel, batch, vocab, rules, ids, reward, index)
     return reward([vocab.decode(s) for s in seqs.tolist()], index)
 
 
-# ------------------------------------------------------------------------------------------------------------ source
-@dataclass
-class Source:
-    """The checkpoint an SCST stage starts from: its weights and metadata (model config, vocabulary)."""
-
-    checkpoint: Path
-    state: dict[str, Tensor]
-    meta: dict[str, Any]
-
-    @property
-    def vocab(self):
-        return tokenizer_from_json(self.meta["vocab"], str(self.checkpoint))
-
-    def model_config(self) -> ModelConfig:
-        """The source's exact model, as a preset-free model config."""
-        model = {k: v for k, v in self.meta["model"].items() if k != "vocab_size"}
-        # encoder weights (e.g. a ResNet file) come from the checkpoint, not from the path used to train it
-        model["encoder_args"] = {k: v for k, v in model.get("encoder_args", {}).items() if k != "weights"}
-        return ModelConfig(name=model.pop("name"), preset="", overrides=model)
-
-
-def load_source(path: str | Path, which: str = "best") -> Source:
-    """``--from``: a run directory (its ``which`` checkpoint, best falling back to last) or a checkpoint file."""
-    path = Path(path)
-    if path.is_dir():
-        ckpt = RunDir.open(path).checkpoint(which)
-    elif path.is_file():
-        ckpt = path
-    else:
-        raise RunError(f"--from {path}: no such run directory or checkpoint")
-    state, meta = read_state(ckpt)
-    if "model" not in meta or "vocab" not in meta:
-        raise CheckpointError(f"{ckpt}: metadata lacks the model config or vocabulary")
-    return Source(ckpt, state, meta)
-
-
-def fixed_mask_hooks(checkpoint: Path) -> object | None:
+def fixed_mask_hooks(src: Source) -> object | None:
     """The pruning package's ``fixed`` method holding the source's masks when the source was pruned, else None."""
-    try:
-        from sparsecap_engine.pruning.io import load_masks, masks_path
-        from sparsecap_engine.pruning.methods import build_method
-    except ImportError:  # no pruning package: nothing can have been pruned
+    masks = src.masks()
+    if masks is None:
         return None
-    side = masks_path(checkpoint)
-    if not side.is_file():
-        return None
-    masks, _ = load_masks(side)
+    from sparsecap_engine.pruning.methods import build_method  # a plug-in the recipe is given, like any hooks
+
     numel = sum(m.numel() for m in masks.values())
     kept = sum(int(m.sum()) for m in masks.values())
     return build_method("fixed", sparsity=1.0 - kept / max(1, numel), masks=masks)
@@ -273,13 +231,13 @@ def run_scst(
     ``hooks`` default to the ``fixed`` pruning method when the source checkpoint has masks (a pruned run).
     """
     opts = ScstOptions.from_dict(config.scst).check()
-    src = load_source(opts.source, opts.source_checkpoint)
+    src = open_source(opts.source, opts.source_checkpoint)
     config = dataclasses.replace(config, model=src.model_config())
     splits = load_splits(config.data, vocab=src.vocab, progress=progress, model=resolve_model(config.model))
     refs = [[" ".join(c) for c in r.captions] for r in splits.train.records]
     reward = CaptionReward.for_run(run, refs, opts)
     objective = scst_objective(opts, splits.vocab, reward, config.data.max_len, config.train.seed)
     if hooks is None:
-        hooks = fixed_mask_hooks(src.checkpoint)
+        hooks = fixed_mask_hooks(src)
     return train(config, run, progress, hooks=hooks, init_weights=None if resume else src.state, resume=resume,
                  stop=stop, splits=splits, objective=objective)
