@@ -64,7 +64,7 @@ def test_default_grid_is_the_papers(tmp_path: Path):
     assert {c.method for c in plan.cells} == {"dense", "supermask", "gradual", "magnitude", "lottery", "snip"}
     assert grid["methods"] == list(SweepOptions().methods) and grid["sparsity"] == list(SweepOptions().sparsity)
     assert (cfg.model.preset, cfg.train.steps, cfg.train.batch_size) == ("ud-small", 600, 16)
-    assert (cfg.data.features, cfg.optim.lr) == ("auto", 0.003)  # the scenes' region features
+    assert (cfg.data.features, cfg.optim.lr) == ("auto", 0.006)  # the scenes' region features
     assert (cfg.train.val_every, cfg.train.val_images, cfg.optim.warmup) == (200, 100, 50)
     assert plan.budget == {"dense": 600, "finetune": 200, "prune_train": 800, "lottery_retrain": 800}
 

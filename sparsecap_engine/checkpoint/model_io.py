@@ -17,7 +17,7 @@ from sparsecap_engine.text.tokenizer import tokenizer_from_json
 from sparsecap_engine.text.vocab import Vocab
 
 #: other formats (e.g. the compact sparse one) register a decoder: format → (tensors, meta) → dense state dict
-DECODERS: dict[str, Callable[[dict[str, torch.Tensor], dict[str, Any]], dict[str, torch.Tensor]]] = {}
+FORMAT_READERS: dict[str, Callable[[dict[str, torch.Tensor], dict[str, Any]], dict[str, torch.Tensor]]] = {}
 
 
 def save_model(
@@ -36,9 +36,9 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     fmt = meta["format"]
     if fmt == DENSE_FORMAT:
         return expand_aliases(tensors, meta.get("aliases", {})), meta
-    if fmt in DECODERS:
+    if fmt in FORMAT_READERS:
         try:
-            return DECODERS[fmt](tensors, meta), meta
+            return FORMAT_READERS[fmt](tensors, meta), meta
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise CheckpointError(f"{path}: malformed {fmt} checkpoint ({exc.__class__.__name__}: {first})") from None
@@ -80,7 +80,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[CaptionM
 
 
 def _register_formats() -> None:
-    """Import the modules that add formats to ``DECODERS`` (the compact sparse one)."""
+    """Import the modules that add formats to ``FORMAT_READERS`` (the compact sparse one)."""
     import sparsecap_engine.checkpoint.sparse  # noqa: F401
 
 

@@ -244,7 +244,7 @@ def save_sparse(path: Path, state: dict[str, Tensor], meta: dict[str, Any], valu
 
 
 def decode_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Tensor]:
-    """Stored tensors + metadata → dense state dict (the ``DECODERS`` entry for this format)."""
+    """Stored tensors + metadata → dense state dict (the ``FORMAT_READERS`` entry for this format)."""
     if meta.get("version") != VERSION:
         raise CheckpointError(f"sparse checkpoint version {meta.get('version')!r} is not supported (need {VERSION})")
     storage = meta.get("storage")
@@ -292,9 +292,9 @@ def export_sparse(src: Path, out: Path, values: str = "fp32") -> dict[str, Any]:
 
 
 def register() -> None:
-    from sparsecap_engine.checkpoint.model_io import DECODERS
+    from sparsecap_engine.checkpoint.model_io import FORMAT_READERS
 
-    DECODERS[FORMAT] = decode_state
+    FORMAT_READERS[FORMAT] = decode_state
 
 
 register()

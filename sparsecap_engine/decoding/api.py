@@ -15,7 +15,7 @@ from sparsecap_engine.errors import UsageError
 from sparsecap_engine.models.base import CaptionModel, Memory
 from sparsecap_engine.text.vocab import Vocab
 
-METHODS = ("greedy", "sample", "beam")
+DECODING_METHODS = ("greedy", "sample", "beam")
 
 
 @dataclass
@@ -43,8 +43,8 @@ class DecodeOptions:
 
     def check(self) -> DecodeOptions:
         """Raise ``UsageError`` on values that cannot work; returns self."""
-        if self.method not in METHODS and self.method not in DECODERS:
-            raise UsageError(f"unknown decoding method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.method not in DECODING_METHODS and self.method not in EXTRA_DECODERS:
+            raise UsageError(f"unknown decoding method {self.method!r}; choose from {', '.join(DECODING_METHODS)}")
         if self.beam_size < 1:
             raise UsageError(f"--beam must be at least 1 (got {self.beam_size})")
         if self.max_len < 1 or self.min_len < 0 or self.block_ngram < 0:
@@ -93,7 +93,7 @@ def decode_tag(opts: DecodeOptions) -> str:
 
 
 #: extra decoders by method name: (model, memory, vocab, options) → (B, T) ids
-DECODERS: dict[str, Callable[[CaptionModel, Memory, Vocab, DecodeOptions], Tensor]] = {}
+EXTRA_DECODERS: dict[str, Callable[[CaptionModel, Memory, Vocab, DecodeOptions], Tensor]] = {}
 
 
 def constraints_for(vocab: Vocab, opts: DecodeOptions) -> Constraints:
@@ -142,10 +142,10 @@ def decode_nbest(model: CaptionModel, memory: Memory, vocab: Vocab, opts: Decode
             seqs, logp = seqs.reshape(b, n, -1), logp.reshape(b, n)
             order = logp.argsort(dim=1, descending=True)
             return seqs.gather(1, order[..., None].expand_as(seqs)), logp.gather(1, order)
-    if method in DECODERS:
-        seqs = DECODERS[method](model, memory, vocab, opts)
+    if method in EXTRA_DECODERS:
+        seqs = EXTRA_DECODERS[method](model, memory, vocab, opts)
         return seqs.unsqueeze(1), torch.zeros(seqs.shape[0], 1)
-    raise UsageError(f"unknown decoding method {opts.method!r}; choose from {', '.join(METHODS)}")
+    raise UsageError(f"unknown decoding method {opts.method!r}; choose from {', '.join(DECODING_METHODS)}")
 
 
 def _sequence_logprob(model: CaptionModel, memory: Memory, seqs: Tensor, vocab: Vocab) -> Tensor:
@@ -168,9 +168,9 @@ def decode_memory(model: CaptionModel, memory: Memory, vocab: Vocab, opts: Decod
         with torch.no_grad():
             return sample(model, memory, temperature=opts.temperature, generator=_generator(memory, opts.seed),
                           top_k=opts.top_k, top_p=opts.top_p, constraints=rules, **ids)[0]
-    if method in DECODERS:
-        return DECODERS[method](model, memory, vocab, opts)
-    raise UsageError(f"unknown decoding method {opts.method!r}; choose from {', '.join(METHODS)}")
+    if method in EXTRA_DECODERS:
+        return EXTRA_DECODERS[method](model, memory, vocab, opts)
+    raise UsageError(f"unknown decoding method {opts.method!r}; choose from {', '.join(DECODING_METHODS)}")
 
 
 def _beam(model: CaptionModel, memory: Memory, vocab: Vocab, opts: DecodeOptions) -> Tensor:
@@ -179,7 +179,7 @@ def _beam(model: CaptionModel, memory: Memory, vocab: Vocab, opts: DecodeOptions
                            length_penalty=opts.length_penalty, constraints=constraints_for(vocab, opts)).best
 
 
-DECODERS["beam"] = _beam
+EXTRA_DECODERS["beam"] = _beam
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from sparsecap_engine.errors import UsageError
 from sparsecap_engine.models.resnet import ResNetEncoder
 from sparsecap_engine.progress import Progress, no_progress
 
-ENCODERS = {"resnet50": 50, "resnet101": 101}
+RESNET_DEPTHS = {"resnet50": 50, "resnet101": 101}
 
 
 def extract_features(
@@ -36,8 +36,8 @@ def extract_features(
     Writes ``/feats/<id>`` (cells, C) and ``/boxes/<id>`` (relative grid boxes) to ``out`` through a temp file.
     Returns (path, images, regions per image).
     """
-    if encoder not in ENCODERS:
-        raise UsageError(f"unknown encoder {encoder!r}; choose from {', '.join(ENCODERS)}")
+    if encoder not in RESNET_DEPTHS:
+        raise UsageError(f"unknown encoder {encoder!r}; choose from {', '.join(RESNET_DEPTHS)}")
     if dtype not in ("float16", "float32"):
         raise UsageError(f"dtype must be float16 or float32 (got {dtype!r})")
     if batch_size < 1 or image_size < 32:
@@ -45,7 +45,7 @@ def extract_features(
     records = load_karpathy(Path(dataset), image_root)
     if not records:
         raise UsageError(f"{dataset}: no images")
-    net = ResNetEncoder(depth=ENCODERS[encoder], weights=str(weights), freeze=True, grid=grid, width=width)
+    net = ResNetEncoder(depth=RESNET_DEPTHS[encoder], weights=str(weights), freeze=True, grid=grid, width=width)
     net.to(torch.device(device)).eval()
     np_dtype = {"float16": "float16", "float32": "float32"}[dtype]
     regions = {"n": 0}

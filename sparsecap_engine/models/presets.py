@@ -1,4 +1,5 @@
-"""The model zoo's decoders and presets (plain dicts, timm style). Paper sizes from the reference §1.4–§1.5.
+"""Every model family and preset, in one place (plain dicts, timm style; ``sparsecap models`` lists them). Paper
+sizes from the reference §1.2 and §1.4–§1.5.
 
 Paper presets read 2048-d bottom-up region features (``encoder = "regions"``); small CPU presets read raw pixels
 through the ``grid-cnn`` encoder. A preset may name the tokenizer it was designed for (``tokenizer``,
@@ -11,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from sparsecap_engine.models.ort import ORT
-from sparsecap_engine.models.registry import register_decoder, register_preset
+from sparsecap_engine.models.registry import register_model, register_preset
 from sparsecap_engine.models.transformer import Transformer
+from sparsecap_engine.models.updown import UpDown
 
 REGIONS = {"encoder": "regions", "encoder_args": {"feat_dim": 2048}}
 GRID = {"encoder": "grid-cnn", "encoder_args": {"channels": [32, 64, 128]}}
@@ -24,8 +26,13 @@ def _base(d_model: int, d_ff: int, layers: int = 6, heads: int = 8, **extra: Any
     return {"d_model": d_model, "dim_feedforward": d_ff, "num_layers": layers, "num_heads": heads, **extra}
 
 
-PRESETS: dict[str, dict[str, Any]] = {
+#: the preset a family gets when none is named
+DEFAULT_PRESET: dict[str, str] = {"updown": "ud-small", "transformer": "transformer-small", "ort": "ort-cpu"}
+
+BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
     # paper configurations (V = 10001 words unless radix)
+    "ud-paper": {"name": "updown", **REGIONS, "rnn_size": 1000, "input_encoding_size": 1000, "att_hid_size": 512,
+                 "drop_prob_lm": 0.5},
     "transformer-paper": {"name": "transformer", **REGIONS, **_base(512, 2048)},
     "ort-paper": {"name": "ort", **REGIONS, **_base(512, 2048)},
     "ort-small": {"name": "ort", **REGIONS, **_base(256, 1024)},
@@ -34,7 +41,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "acort-base-al": {"name": "ort", **REGIONS, **_base(512, 2048), "share_att": "kv",
                       "share_layers": [0] * 6, **RADIX_768},
     "acort-small": {"name": "ort", **REGIONS, **_base(256, 1024), **ACORT_SHARING, **RADIX_768},
-    # small CPU presets over raw pixels (the embedded synthetic dataset)
+    # small CPU presets over raw pixels (the embedded synthetic dataset; its region features with --features auto)
+    "ud-small": {"name": "updown", "encoder": "grid-cnn", "encoder_args": {"channels": [32, 64, 96, 128]},
+                 "rnn_size": 256, "input_encoding_size": 128, "att_hid_size": 128, "drop_prob_lm": 0.2},
     "transformer-small": {"name": "transformer", **GRID, **_base(128, 512, layers=3, heads=4, drop_prob_src=0.1)},
     "ort-cpu": {"name": "ort", **GRID, **_base(128, 512, layers=3, heads=4, drop_prob_src=0.1)},
     "acort-cpu": {"name": "ort", **GRID, **_base(128, 512, layers=4, heads=4, drop_prob_src=0.1),
@@ -45,7 +54,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 def register_zoo() -> None:
     import sparsecap_engine.models.resnet  # noqa: F401 - registers the ``resnet`` encoder
 
-    register_decoder("transformer")(Transformer)
-    register_decoder("ort")(ORT)
-    for name, config in PRESETS.items():
+    register_model("updown")(UpDown)
+    register_model("transformer")(Transformer)
+    register_model("ort")(ORT)
+    for name, config in BUILTIN_PRESETS.items():
         register_preset(name, config)

@@ -11,15 +11,16 @@ from sparsecap_engine.errors import UsageError
 from sparsecap_engine.models.base import CaptionModel
 from sparsecap_engine.models.encoders import build_encoder
 
-DECODERS: dict[str, Callable[..., nn.Module]] = {}
+#: model family name (``updown``, ``transformer``, ``ort``) → its decoder factory
+MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 #: preset name → full model config (``name``, ``encoder``, ``encoder_args``, decoder hyper-parameters)
 PRESETS: dict[str, dict[str, Any]] = {}
 
 
-def register_decoder(name: str):
+def register_model(name: str):
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        DECODERS[name] = factory
+        MODELS[name] = factory
         return factory
 
     return wrap
@@ -38,42 +39,15 @@ def preset(name: str) -> dict[str, Any]:
 def build_model(config: dict[str, Any], vocab_size: int) -> CaptionModel:
     """Build ``config["name"]`` behind encoder ``config["encoder"]``; the config rides along for checkpoints."""
     name = config.get("name")
-    if name not in DECODERS:
-        raise UsageError(f"unknown model {name!r}; choose from {', '.join(sorted(DECODERS))}")
+    if name not in MODELS:
+        raise UsageError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
     encoder = build_encoder(config.get("encoder", "grid-cnn"), **config.get("encoder_args", {}))
     params = {k: v for k, v in config.items() if k not in ("name", "encoder", "encoder_args")}
-    decoder = DECODERS[name](vocab_size=vocab_size, feat_dim=encoder.out_dim, **params)
+    decoder = MODELS[name](vocab_size=vocab_size, feat_dim=encoder.out_dim, **params)
     return CaptionModel(encoder, decoder, {**config, "vocab_size": vocab_size})
 
 
 def _register_builtin() -> None:
-    from sparsecap_engine.models.updown import UpDown
-
-    register_decoder("updown")(UpDown)
-    register_preset(
-        "ud-small",
-        {
-            "name": "updown",
-            "encoder": "grid-cnn",
-            "encoder_args": {"channels": [32, 64, 96, 128]},
-            "rnn_size": 256,
-            "input_encoding_size": 128,
-            "att_hid_size": 128,
-            "drop_prob_lm": 0.2,
-        },
-    )
-    register_preset(
-        "ud-paper",
-        {
-            "name": "updown",
-            "encoder": "regions",
-            "encoder_args": {"feat_dim": 2048},
-            "rnn_size": 1000,
-            "input_encoding_size": 1000,
-            "att_hid_size": 512,
-            "drop_prob_lm": 0.5,
-        },
-    )
     from sparsecap_engine.models.presets import register_zoo
 
     register_zoo()

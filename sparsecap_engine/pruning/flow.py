@@ -31,7 +31,7 @@ from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.pruning.criteria import CRITERIA, select
 from sparsecap_engine.pruning.io import masks_path, read_masks_for, save_masks, summary
 from sparsecap_engine.pruning.masks import in_scope, prunable
-from sparsecap_engine.pruning.methods import METHODS, PruneMethod, SupermaskMethod, build_method
+from sparsecap_engine.pruning.methods import PRUNE_METHODS, PruneMethod, SupermaskMethod, build_method
 from sparsecap_engine.pruning.report import sparsity_report, write_report
 from sparsecap_engine.runs import RunDir
 
@@ -100,8 +100,8 @@ class PruneOptions:
         return dataclasses.asdict(self)
 
     def check(self) -> None:
-        if self.method not in METHODS:
-            raise UsageError(f"unknown pruning method {self.method!r}; choose from {', '.join(sorted(METHODS))}")
+        if self.method not in PRUNE_METHODS:
+            raise UsageError(f"unknown pruning method {self.method!r}; choose from {', '.join(sorted(PRUNE_METHODS))}")
         if self.criterion not in CRITERIA:
             raise UsageError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
         if not 0.0 <= self.sparsity < 1.0:

@@ -28,12 +28,12 @@ from sparsecap_engine.pruning.masks import MaskSet, Supermask, attach, kept_coun
 from sparsecap_engine.pruning.report import nnz_within, sparsity_report
 from sparsecap_engine.pruning.smp_control import cubic_target, keep_thresholds, layer_floors
 
-METHODS: dict[str, type[PruneMethod]] = {}
+PRUNE_METHODS: dict[str, type[PruneMethod]] = {}
 
 
 def register_method(name: str):
     def wrap(cls: type[PruneMethod]) -> type[PruneMethod]:
-        METHODS[name] = cls
+        PRUNE_METHODS[name] = cls
         cls.name = name
         return cls
 
@@ -487,6 +487,6 @@ class LotteryMethod(FixedMethod):
 
 
 def build_method(name: str, **options: Any) -> PruneMethod:
-    if name not in METHODS:
-        raise UsageError(f"unknown pruning method {name!r}; choose from {', '.join(sorted(METHODS))}")
-    return METHODS[name](**options)
+    if name not in PRUNE_METHODS:
+        raise UsageError(f"unknown pruning method {name!r}; choose from {', '.join(sorted(PRUNE_METHODS))}")
+    return PRUNE_METHODS[name](**options)

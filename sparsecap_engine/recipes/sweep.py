@@ -30,7 +30,7 @@ from sparsecap_engine.errors import UsageError
 from sparsecap_engine.runs import LOCK_NAME, read_events
 
 FORMAT = "sparsecap-sweep/1"
-METHODS = ("dense", "supermask", "gradual", "magnitude", "lottery", "snip")
+SWEEP_METHODS = ("dense", "supermask", "gradual", "magnitude", "lottery", "snip")
 DEFAULT_SPARSITY = (0.95, 0.975, 0.9875, 0.991)
 #: methods that prune the trained dense run (and so depend on the ``dense`` cell)
 FROM_DENSE = ("magnitude", "lottery")
@@ -48,7 +48,7 @@ DEFAULT_CONFIG = Path(__file__).with_name("sweep_default.toml")
 class SweepOptions:
     """What to sweep and how to run it (the base config and D come from the ``RunConfig``)."""
 
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: list(SWEEP_METHODS))
     sparsity: list[float] = field(default_factory=lambda: list(DEFAULT_SPARSITY))
     #: fine-tune steps F; ``None`` → D // 3
     finetune_steps: int | None = None
@@ -68,10 +68,10 @@ class SweepOptions:
 
     def check(self) -> None:
         if not self.methods:
-            raise UsageError("--methods is empty; choose from " + ", ".join(METHODS))
-        unknown = [m for m in self.methods if m not in METHODS]
+            raise UsageError("--methods is empty; choose from " + ", ".join(SWEEP_METHODS))
+        unknown = [m for m in self.methods if m not in SWEEP_METHODS]
         if unknown:
-            raise UsageError(f"unknown sweep method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+            raise UsageError(f"unknown sweep method {unknown[0]!r}; choose from {', '.join(SWEEP_METHODS)}")
         if any(m != "dense" for m in self.methods):
             if not self.sparsity:
                 raise UsageError("--sparsity is empty; give e.g. 0.95,0.975")

@@ -14,13 +14,13 @@ from sparsecap_engine.data.captions import CaptionSet, load_records
 from sparsecap_engine.data.features import RegionFeatures
 from sparsecap_engine.data.synthetic import ensure_default_dataset
 from sparsecap_engine.errors import DataError, UsageError
-from sparsecap_engine.models.registry import DECODERS, preset
+from sparsecap_engine.models.presets import DEFAULT_PRESET
+from sparsecap_engine.models.registry import MODELS, preset
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.text.tokenizer import build_tokenizer
 from sparsecap_engine.text.vocab import Vocab
 
 #: the preset each model uses when none is named (small enough for 2 CPU cores)
-DEFAULT_PRESETS: dict[str, str] = {"updown": "ud-small", "transformer": "transformer-small", "ort": "ort-cpu"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,9 +35,9 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_model(cfg: ModelConfig) -> dict[str, Any]:
     """Preset (given or the model's default) with ``overrides`` applied on top."""
-    if cfg.name not in DECODERS:
-        raise UsageError(f"unknown model {cfg.name!r}; choose from {', '.join(sorted(DECODERS))}")
-    name = cfg.preset or DEFAULT_PRESETS.get(cfg.name, "")
+    if cfg.name not in MODELS:
+        raise UsageError(f"unknown model {cfg.name!r}; choose from {', '.join(sorted(MODELS))}")
+    name = cfg.preset or DEFAULT_PRESET.get(cfg.name, "")
     base = preset(name) if name else {"name": cfg.name}
     if base["name"] != cfg.name:
         raise UsageError(f"preset {name!r} is for model {base['name']!r}, not {cfg.name!r}")
@@ -167,7 +167,7 @@ def check_config(config: RunConfig) -> None:
             raise UsageError(f"model.{key} must be in [0, 1), got {value}")
     with torch.device("meta"):  # shapes only: catches bad sizes and sharing options before anything is written
         params = {k: v for k, v in model.items() if k not in ("name", "encoder", "encoder_args")}
-        DECODERS[model["name"]](vocab_size=16, feat_dim=8, **params)
+        MODELS[model["name"]](vocab_size=16, feat_dim=8, **params)
     kind, base = resolve_tokenizer(config.data, model)
     if kind not in ("word", "radix"):
         raise UsageError(f"unknown tokenizer {kind!r}; choose from word, radix")
