@@ -7,7 +7,19 @@ import sys
 import typer
 from rich.markup import escape
 
-from sparsecap_cli.commands import caption, data, evaluate, inspect, sweep, train
+from sparsecap_cli.commands import (
+    caption,
+    data,
+    doctor,
+    evaluate,
+    export,
+    inspect,
+    models,
+    monitor,
+    prune,
+    sweep,
+    train,
+)
 from sparsecap_cli.render import err_console
 from sparsecap_engine import __version__
 from sparsecap_engine.errors import SparsecapError
@@ -17,7 +29,7 @@ app = typer.Typer(
     help="Image captioning with weight pruning: train, prune, evaluate, caption, inspect.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -35,35 +47,20 @@ def main(
     """sparsecap: train, prune to 90–99% sparsity, score with the COCO metrics, caption images."""
 
 
-app.command("train")(train.train)
-app.command("eval")(evaluate.evaluate)
-app.command("caption")(caption.caption)
-app.command("inspect")(inspect.inspect)
-app.command("sweep")(sweep.sweep)
+# in workflow order; the panels group them in --help
+WORKFLOW, LOOK, SETUP = "Workflow", "Look inside", "Data and setup"
+app.command("train", rich_help_panel=WORKFLOW)(train.train)
+app.command("prune", rich_help_panel=WORKFLOW)(prune.prune)
+app.command("eval", rich_help_panel=WORKFLOW)(evaluate.evaluate)
+app.command("caption", rich_help_panel=WORKFLOW)(caption.caption)
+app.command("sweep", rich_help_panel=WORKFLOW)(sweep.sweep)
+app.command("inspect", rich_help_panel=LOOK)(inspect.inspect)
+app.command("export", rich_help_panel=LOOK)(export.export)
+app.command("monitor", rich_help_panel=LOOK)(monitor.monitor)
+app.command("models", rich_help_panel=LOOK)(models.models)
+app.add_typer(data.app, name="data", rich_help_panel=SETUP)
+app.command("doctor", rich_help_panel=SETUP)(doctor.doctor)
 app.command("sweep-measure", hidden=True)(sweep.sweep_measure)
-app.add_typer(data.app, name="data")
-
-
-def _register_optional() -> None:
-    """Commands whose modules may be added by later work (doctor, prune, monitor, export)."""
-    import importlib
-
-    for module, name, attr in (
-        ("sparsecap_cli.commands.doctor", "doctor", "doctor"),
-        ("sparsecap_cli.commands.prune", "prune", "prune"),
-        ("sparsecap_cli.commands.monitor", "monitor", "monitor"),
-        ("sparsecap_cli.commands.export", "export", "export"),
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        app.command(name)(getattr(mod, attr))
-
-
-_register_optional()
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import sparsecap_engine.models.resnet  # noqa: F401 - registers the ``resnet`` encoder
 from sparsecap_engine.models.ort import ORT
-from sparsecap_engine.models.registry import register_model, register_preset
+from sparsecap_engine.models.registry import PRESETS, build_model, preset, register_model, register_preset
 from sparsecap_engine.models.transformer import Transformer
 from sparsecap_engine.models.updown import UpDown
 
@@ -52,10 +53,39 @@ BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def register_zoo() -> None:
-    import sparsecap_engine.models.resnet  # noqa: F401 - registers the ``resnet`` encoder
-
     register_model("updown")(UpDown)
     register_model("transformer")(Transformer)
     register_model("ort")(ORT)
     for name, config in BUILTIN_PRESETS.items():
         register_preset(name, config)
+
+
+register_zoo()
+
+
+#: the vocabulary a word-level preset is counted with in ``preset_table`` (the paper's COCO vocabulary)
+COUNT_VOCAB = 10001
+
+
+def preset_table() -> list[dict[str, Any]]:
+    """One row per registered preset (``sparsecap models``): family, encoder, width, layers, parameter count
+    (built on the meta device: nothing allocated) at the vocabulary it is meant for, and which family it is the
+    default of."""
+    import torch
+
+
+    defaults = {p: family for family, p in DEFAULT_PRESET.items()}
+    rows = []
+    for name in PRESETS:
+        config = preset(name)
+        vocab = config["radix_base"] + 3 if config.get("tokenizer") == "radix" else COUNT_VOCAB
+        build = {k: v for k, v in config.items() if k not in ("tokenizer", "radix_base")}
+        with torch.device("meta"):
+            params = sum(p.numel() for p in build_model(build, vocab).parameters())
+        rows.append({
+            "preset": name, "family": config["name"], "encoder": config.get("encoder", "grid-cnn"),
+            "width": config.get("d_model", config.get("rnn_size")), "layers": config.get("num_layers", 2),
+            "tokenizer": f"radix {config['radix_base']}" if config.get("tokenizer") == "radix" else "word",
+            "vocab": vocab, "params": params, "default_for": defaults.get(name, ""),
+        })
+    return rows

@@ -45,12 +45,3 @@ def build_model(config: dict[str, Any], vocab_size: int) -> CaptionModel:
     params = {k: v for k, v in config.items() if k not in ("name", "encoder", "encoder_args")}
     decoder = MODELS[name](vocab_size=vocab_size, feat_dim=encoder.out_dim, **params)
     return CaptionModel(encoder, decoder, {**config, "vocab_size": vocab_size})
-
-
-def _register_builtin() -> None:
-    from sparsecap_engine.models.presets import register_zoo
-
-    register_zoo()
-
-
-_register_builtin()

@@ -1,0 +1,52 @@
+"""``sparsecap models``: every family and preset from the one registry, with true parameter counts; ``-h`` works."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from sparsecap_cli.main import app
+from sparsecap_engine.models.presets import BUILTIN_PRESETS, DEFAULT_PRESET
+from sparsecap_engine.models.registry import PRESETS, build_model, preset
+
+runner = CliRunner()
+
+
+def test_models_lists_every_preset_with_its_real_parameter_count():
+    res = runner.invoke(app, ["models", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["preset"]: r for r in json.loads(res.stdout)}
+    assert set(rows) == set(PRESETS) == set(BUILTIN_PRESETS)
+    small = rows["ud-small"]
+    model = build_model(preset("ud-small"), 10001)  # allocated for real here: the meta-device count must agree
+    assert small["params"] == sum(p.numel() for p in model.parameters())
+    assert (small["family"], small["encoder"], small["width"], small["default_for"]) == ("updown", "grid-cnn", 256,
+                                                                                          "updown")
+    assert rows["acort-base"]["vocab"] == 771 and rows["acort-base"]["tokenizer"] == "radix 768"
+    assert {r["default_for"] for r in rows.values() if r["default_for"]} == set(DEFAULT_PRESET)
+    assert rows["ud-paper"]["params"] > 50_000_000  # the paper's Up-Down at a COCO vocabulary
+    table = runner.invoke(app, ["models"], env={"COLUMNS": "80"})
+    assert table.exit_code == 0 and "ud-small *" in table.stdout and "53.2 M" in table.stdout
+
+
+def test_short_help_and_workflow_order():
+    res = runner.invoke(app, ["-h"], env={"COLUMNS": "100"})
+    assert res.exit_code == 0
+    order = [res.stdout.index(f"│ {name} ") for name in ("train", "prune", "eval", "caption", "inspect", "export",
+                                                          "monitor", "doctor", "data")]
+    assert order == sorted(order)
+    assert runner.invoke(app, ["prune", "-h"]).exit_code == 0
+
+
+def test_any_model_module_imported_first_sees_the_whole_zoo():
+    """No import-order trap: importing the presets (or any model module) first registers every family."""
+    for module in ("sparsecap_engine.models.presets", "sparsecap_engine.models.registry",
+                   "sparsecap_engine.models.updown"):
+        code = (f"import {module}; from sparsecap_engine.models.registry import MODELS, PRESETS; "
+                "print(sorted(MODELS), len(PRESETS))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == f"['ort', 'transformer', 'updown'] {len(BUILTIN_PRESETS)}"
