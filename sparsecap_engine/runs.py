@@ -111,9 +111,6 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     plots = property(lambda self: self.path / "plots")
 
-    def eval_dir(self, split: str, beam: int) -> Path:
-        return self.path / "eval" / f"{split}-beam{beam}"
-
     @classmethod
     def create(cls, path: Path, overwrite: bool = False) -> RunDir:
         """A new, empty run directory; ``overwrite`` clears a previous run there completely (no stale pruned

@@ -60,6 +60,30 @@ def test_interrupted_write_leaves_old_file(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(atomic.os, "fsync", os.fsync)
 
 
+def test_every_atomic_writer_gives_the_mode_open_would(tmp_path: Path):
+    """One atomic-write helper for checkpoints, text and HDF5 feature files; none leaves a file at mkstemp's 0600."""
+    import stat
+
+    from sparsecap_engine.data.features import write_h5_atomic
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        write_h5_atomic(tmp_path / "f.h5", lambda f: f.create_dataset("x", data=[1, 2]))
+        (tmp_path / "plain").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"a.bin": 0o644, "f.h5": 0o644, "plain": 0o644}
+
+    def broken(f) -> None:
+        raise ValueError("bad feature")
+
+    with pytest.raises(ValueError, match="bad feature"):
+        write_h5_atomic(tmp_path / "f.h5", broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "f.h5", "plain"]  # old file kept, no temp file
+
+
 def test_absurd_or_mismatched_metadata_is_refused_before_allocation(tmp_path: Path):
     """Metadata asking for a huge model is compared on the meta device with the file's tensors: a one-line
     CheckpointError, never an allocation of the size it asks for (one probe used to allocate 23 GB)."""

@@ -9,14 +9,6 @@ from rich.style import Style
 from rich.text import Text
 
 
-def pillow_available() -> bool:
-    try:
-        import PIL.Image  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @lru_cache(maxsize=64)
 def half_block(path: str, width: int = 16, height: int = 8) -> Text | None:
     """``path`` scaled to ``width × 2·height`` pixels as ``height`` lines of half blocks; None when unreadable."""

@@ -76,10 +76,3 @@ def save_dense(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any])
 
 def expand_aliases(tensors: dict[str, torch.Tensor], aliases: dict[str, str]) -> dict[str, torch.Tensor]:
     return {**tensors, **{alias: tensors[target] for alias, target in aliases.items()}}
-
-
-def load_dense(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors, meta = read_file(path)
-    if meta["format"] != FORMAT:
-        raise CheckpointError(f"{path}: format {meta['format']!r} is not {FORMAT!r}")
-    return expand_aliases(tensors, meta.get("aliases", {})), meta

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
-from sparsecap_engine.checkpoint.dense import dedup_state, expand_aliases, pack, read_file
+from sparsecap_engine.checkpoint.dense import dedup_state, expand_aliases, pack
 from sparsecap_engine.errors import CheckpointError, UsageError
 
 FORMAT = "sparsecap-sparse-1"
@@ -258,13 +258,6 @@ def decode_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, 
     except (ValueError, RuntimeError, TypeError, IndexError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise CheckpointError(f"corrupt sparse checkpoint: {first}") from None
-
-
-def load_sparse(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    tensors, meta = read_file(path)
-    if meta["format"] != FORMAT:
-        raise CheckpointError(f"{path}: format {meta['format']!r} is not {FORMAT!r}")
-    return decode_state(tensors, meta), meta
 
 
 def resolve_checkpoint(path: Path) -> Path:

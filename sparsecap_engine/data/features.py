@@ -15,8 +15,6 @@ compute it from the mask). Every problem is a one-line :class:`DataError` naming
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from sparsecap_engine.checkpoint.atomic import atomic_write
 from sparsecap_engine.data.karpathy import ImageRecord
 from sparsecap_engine.errors import DataError, UsageError
 from sparsecap_engine.progress import Progress, no_progress
@@ -277,22 +276,14 @@ def pad_regions(
 
 def write_h5_atomic(out: Path, fill: Callable[[h5py.File], None]) -> Path:
     """Create ``out`` by writing a temp file beside it and renaming it into place (nothing half-written)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w", libver="latest") as f:
             f.attrs["format"] = FORMAT
             fill(f)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
+
+    atomic_write(Path(out), write)
+    return Path(out)
 
 
 def pack_features(

@@ -60,7 +60,7 @@ class GridCNN(nn.Module):
 
     takes_pixels = True
 
-    def __init__(self, channels: tuple[int, ...] | list[int] = (32, 64, 128), image_size: int = 64, **_: object):
+    def __init__(self, channels: tuple[int, ...] | list[int] = (32, 64, 128), **_: object):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3
@@ -76,7 +76,6 @@ class GridCNN(nn.Module):
             c_in = c
         self.body = nn.Sequential(*layers)
         self.out_dim = c_in
-        self.image_size = image_size
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x = normalize(batch["images"])
