@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from sparsecap_engine.errors import UsageError
 
@@ -196,26 +197,15 @@ def load_toml(path: Path) -> RunConfig:
     return RunConfig.from_dict(read_toml(path), str(path))
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+def _drop_none(value: Any) -> Any:
+    """TOML has no null: a ``None`` is left out (reading the file back gives the field's default, ``None``)."""
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+        return {str(k): _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_drop_none(v) for v in value if v is not None]
+    return value
 
 
 def to_toml(data: dict[str, Any]) -> str:
-    """Write a dict of sections (each a flat dict; nested dicts become inline tables) as TOML."""
-    lines: list[str] = []
-    for section, values in data.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
+    """A dict of sections as TOML, written by ``tomli-w`` (any string — emoji, quotes, newlines — reads back)."""
+    return tomli_w.dumps(_drop_none(data))
