@@ -9,9 +9,10 @@ that reach each mutated function, and records an exit code per mutant, which thi
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/mutation.py              # all areas
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/mutation.py --area scst --show
+    ... benchmarks/mutation.py --area decoding --only greedy --max-children 1   # one module, one test process
     ... benchmarks/mutation.py --baseline      # without tests/test_mutants_*.py: the suite before issue 12
 
-Only the functions listed for a module in ``AREAS`` count when a module has such a list (``recipe.py``: the
+Only the functions listed for a module in ``AREAS`` count when a module has such a list (``gradients.py``: the
 gradient clipping; the training loop is covered by the slow end-to-end tests, not this fast subset). Surviving
 mutants listed in ``EQUIVALENT`` are reported as equivalent (the program's behaviour does not change), with why;
 any other survivor is a gap in the tests. Exit status 1 when a non-equivalent mutant survives.
@@ -38,7 +39,7 @@ AREAS: dict[str, dict] = {
         "modules": {
             "sparsecap_engine/training/losses.py": None,
             "sparsecap_engine/training/schedules.py": None,
-            "sparsecap_engine/training/recipe.py": ["clip_gradients"],
+            "sparsecap_engine/training/gradients.py": ["clip_gradients"],
         },
         "tests": ["tests/test_training_core.py", "tests/test_mutants_training.py"],
     },
@@ -122,6 +123,51 @@ for _n in (27, 30, 31, 63, 66, 67):  # keep_thresholds zips floors with the tens
         "one of the two zip(..., strict=True) over (tensors, floors) made lax: the other still raises on a length "
         "mismatch")
 
+_G = "sparsecap_engine.decoding.greedy."
+_TWO_D = "filter_logprobs/sample work on (N, V) log-probs (values[:, -1:] and scatter(1, …) need 2-D): dim 1 is dim −1"
+EQUIVALENT.update({
+    _G + "x__decode__mutmut_13": "the default rules (unit 1, min_words 0, no bad endings, no blocking) never read eos",
+    _G + "x__decode__mutmut_45": "t is always set by the loop: max_len >= 1 is checked first",
+    _G + "x__decode__mutmut_46": "t is always set by the loop: max_len >= 1 is checked first",
+    _G + "x__decode__mutmut_64": "neither greedy's nor sample's pick reads the step index",
+    _G + "x_filter_logprobs__mutmut_10": 'float("INF") is float("inf")',
+    _G + "x_filter_logprobs__mutmut_45": 'float("-INF") is float("-inf")',
+    _G + "x_filter_logprobs__mutmut_83": 'float("-INF") is float("-inf")',
+    _G + "x_filter_logprobs__mutmut_25": "top_k = V keeps every token (nothing is below the V-th value): the same x",
+    _G + "x_sample__mutmut_16": "the up-front check only validates the options; the dummy's shape is never used",
+    _G + "x_sample__mutmut_17": "the up-front check only validates the options; the dummy's shape is never used",
+    _G + "x_sample__mutmut_35": "nan_to_num's default nan is 0.0",
+    _G + "x_sample__mutmut_37": "nan_to_num's default nan is 0.0",
+})
+for _key in ("x_filter_logprobs__mutmut_26", "x_filter_logprobs__mutmut_32", "x_filter_logprobs__mutmut_33",
+             "x_filter_logprobs__mutmut_51", "x_filter_logprobs__mutmut_53", "x_filter_logprobs__mutmut_61",
+             "x_filter_logprobs__mutmut_66", "x_sample__mutmut_31", "x_sample__mutmut_41", "x_sample__mutmut_53",
+             "x_sample__mutmut_55"):
+    EQUIVALENT[_G + _key] = _TWO_D
+for _n in (22, 26, 31, 35):
+    EQUIVALENT[f"{_G}x__decode__mutmut_{_n}"] = "torch.full with an int fill value is int64 (torch.long) already"
+for _n in (23, 27, 32, 36, 40, 43):
+    EQUIVALENT[f"{_G}x__decode__mutmut_{_n}"] = "device placement: equivalent on CPU, only a CUDA run can tell"
+
+_B = "sparsecap_engine.decoding.beam.x_beam_search__mutmut_"
+EQUIVALENT.update({
+    _B + "20": "the default rules (unit 1, min_words 0, no bad endings, no blocking) never read eos",
+    _B + "94": "last_t is always set by the loop: max_len >= 1 is checked first",
+    _B + "95": "last_t is always set by the loop: max_len >= 1 is checked first",
+    _B + "114": "logp is (N, V): shape[1] is shape[-1]",
+    _B + "122": "the top 2K already hold K candidates that do not end (one <eos> per beam); ranks beyond are never used",
+    _B + "128": "topk's default dim is the last one, dim 1 of the 2-D scores",
+    _B + "219": "topk's default dim is the last one, dim 1 of the 2-D scores",
+    _B + "267": "topk's default dim is the last one, dim 1 of the 2-D ranks",
+    _B + "158": "rank (width,) broadcasts to (n, width) wherever it is used",
+    _B + "365": "fin_tokens column last_t + 1 is always padding (a hypothesis finished at t has tokens up to t only)",
+    "sparsecap_engine.decoding.beam.x_length_penalty_fn__mutmut_5": '"NONE".lower() is "none"',
+})
+for _n in (39, 43, 49, 53, 69, 73):
+    EQUIVALENT[f"{_B}{_n}"] = "torch.full with an int fill value is int64 (torch.long) already"
+for _n in (40, 44, 50, 54, 59, 62, 70, 74, 78, 81, 85, 88, 91, 93, 151, 153, 161, 163, 340, 342):
+    EQUIVALENT[f"{_B}{_n}"] = "device placement: equivalent on CPU, only a CUDA run can tell"
+
 #: survivors that change only which device a tensor is put on: the same program on CPU (a CUDA run would kill them)
 for _n in (18, 21, 35, 136, 138):
     EQUIVALENT[f"sparsecap_engine.training.scst.x_scst_objective__mutmut_{_n}"] = (
@@ -175,13 +221,15 @@ def _diff(work: Path, key: str) -> str:
     return "\n".join(f"        {ln.strip()[:150]}" for ln in lines)
 
 
-def run_area(area: str, spec: dict, root: Path, baseline: bool, show: bool) -> dict[str, Counter]:
+def run_area(area: str, spec: dict, root: Path, baseline: bool, show: bool,
+             max_children: int | None = None) -> dict[str, Counter]:
     work = root / area
     tests = _prepare(area, spec, work, baseline)
     print(f"\n=== {area}: {', '.join(spec['modules'])}\n    tests: {' '.join(tests)}", flush=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=work, env=env, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "mutmut", "run"] + ([f"--max-children={max_children}"] if max_children else [])
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     print(f"    mutmut run: exit {proc.returncode} in {time.monotonic() - t0:.0f} s", flush=True)
     if proc.returncode not in (0, 1) or "failed to collect stats" in proc.stdout + proc.stderr:
         print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
@@ -221,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--show", action="store_true", help="print the diff of every surviving mutant")
     ap.add_argument("--only", action="append", help="mutate only the area's modules whose path contains this")
     ap.add_argument("--tests", nargs="+", help="run these test files instead of the area's (e.g. only the new ones)")
+    ap.add_argument("--max-children", type=int, help="mutmut's parallel test processes (default: one per CPU)")
     args = ap.parse_args(argv)
     areas = args.area or list(AREAS)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="sparsecap-mutation-"))
@@ -234,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 spec["tests"] = args.tests
             if not spec["modules"]:
                 continue
-            for counts in run_area(area, spec, root, args.baseline, args.show).values():
+            for counts in run_area(area, spec, root, args.baseline, args.show, args.max_children).values():
                 total.update(counts)
     finally:
         if args.workdir is None:

@@ -51,8 +51,8 @@ def summary(trace: list[float], target: float) -> dict:
 
 def real_run(recipe: str, steps: int, sparsity: float, out: Path) -> dict:
     from sparsecap_engine.config import RunConfig
+    from sparsecap_engine.recipes.train import train
     from sparsecap_engine.runs import RunDir
-    from sparsecap_engine.training.recipe import train
 
     cfg = RunConfig()
     cfg.train.steps, cfg.train.batch_size, cfg.train.val_every, cfg.train.val_images = steps, 16, steps // 4, 100

@@ -10,8 +10,8 @@ import torch
 
 from sparsecap_engine.config import OptimConfig
 from sparsecap_engine.errors import UsageError
+from sparsecap_engine.training.gradients import clip_gradients
 from sparsecap_engine.training.losses import caption_xe
-from sparsecap_engine.training.recipe import clip_gradients
 from sparsecap_engine.training.schedules import cosine, make_schedule, noam, step_decay
 
 PAD = 0

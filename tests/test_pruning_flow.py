@@ -12,8 +12,8 @@ from sparsecap_engine.checkpoint.model_io import load_model, read_state
 from sparsecap_engine.config import RunConfig
 from sparsecap_engine.errors import CheckpointError, RunError, UsageError
 from sparsecap_engine.pruning.criteria import n_keep
-from sparsecap_engine.pruning.flow import PruneOptions, run_prune
 from sparsecap_engine.pruning.io import load_masks, masks_path
+from sparsecap_engine.recipes.prune import PruneOptions, run_prune
 from sparsecap_engine.runs import RunDir
 
 TINY_MODEL = {"rnn_size": 32, "input_encoding_size": 16, "att_hid_size": 16, "encoder_args": {"channels": [8, 16]}}
@@ -38,7 +38,7 @@ def tiny_config(dataset: Path, steps: int = 6, **prune) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def dense(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> RunDir:
-    from sparsecap_engine.training.recipe import train
+    from sparsecap_engine.recipes.train import train
 
     cfg = tiny_config(dataset, steps=6)
     cfg.train.keep_steps = [2]
@@ -140,7 +140,7 @@ def test_stopped_run_keeps_its_status(dataset: Path, tmp_path: Path):
 
 
 def test_target_check_reads_the_final_report():
-    from sparsecap_engine.training.recipe import target_check
+    from sparsecap_engine.recipes.train import target_check
 
     assert target_check(None, 3) is None and target_check({"overall": 0.5}, 3) is None
     body = {"target": 0.9, "overall": 0.9, "nnz": 100, "numel": 1000}

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from sparsecap_engine.errors import UsageError
-from sparsecap_engine.pruning.flow import run_prune
+from sparsecap_engine.recipes.prune import run_prune
 from sparsecap_engine.runs import EventLog, RunDir, read_events
 from tests.test_pruning_flow import TINY_MODEL, tiny_config  # noqa: F401 - shared tiny setup
 
@@ -28,7 +28,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def dense(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> RunDir:
-    from sparsecap_engine.training.recipe import train
+    from sparsecap_engine.recipes.train import train
 
     run = RunDir.create(tmp_path_factory.mktemp("runs") / "dense")
     train(tiny_config(dataset, steps=4), run)
@@ -152,7 +152,7 @@ def test_crafted_pickle_in_trainer_state_is_refused_and_never_runs(tmp_path: Pat
 def test_scst_run_resumes_exactly(dataset: Path, dense: RunDir, tmp_path: Path, baseline: str):
     """SCST (sampled captions, CIDEr-D reward, greedy or leave-one-out baseline): N steps straight equal N/2, a stop
     and ``--resume`` to N — the same weights and the same loss, reward and baseline at every step."""
-    from sparsecap_engine.training.scst import run_scst, scst_config
+    from sparsecap_engine.recipes.scst import run_scst, scst_config
 
     def config():
         cfg = scst_config(tiny_config(dataset, steps=STEPS // 2 * 2), {"source": str(dense.path), "samples": 3,

@@ -16,16 +16,15 @@ from sparsecap_engine.config import RunConfig
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.metrics.bleu import bleu_scores
 from sparsecap_engine.metrics.cider import CiderD
+from sparsecap_engine.recipes.scst import fixed_mask_hooks, scst_config
 from sparsecap_engine.runs import RunDir
 from sparsecap_engine.text.vocab import Vocab
 from sparsecap_engine.training.scst import (
     DF_FILE,
     CaptionReward,
     ScstOptions,
-    fixed_mask_hooks,
     leave_one_out,
     reward_loss,
-    scst_config,
     scst_objective,
 )
 

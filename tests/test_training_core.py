@@ -83,7 +83,7 @@ def test_noam_step_and_constant_schedules():
 
 
 def test_gradient_clipping_by_norm_and_value_spares_mask_logits():
-    from sparsecap_engine.training.recipe import clip_gradients
+    from sparsecap_engine.training.gradients import clip_gradients
 
     w, b, logits = (torch.zeros(3, requires_grad=True) for _ in range(3))
     opt = torch.optim.Adam([{"params": [w, b], "scheduled": True},

@@ -89,7 +89,7 @@ def prune_config(config_file: Path | None, flags: dict[str, Any], sets: list[str
     flags and the other ``--set`` items, as for ``train``. Unknown ``[prune]`` keys are usage errors naming the nearest
     valid key.
     """
-    from sparsecap_engine.pruning.flow import PruneOptions
+    from sparsecap_engine.recipes.prune import PruneOptions
 
     prune_sets, rest = split_sets(sets, "prune")
     base = load_toml(config_file) if config_file else None

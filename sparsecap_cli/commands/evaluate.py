@@ -40,7 +40,7 @@ def evaluate(
     captions.json (COCO results format) and scores.json (corpus and per-image scores).
     """
     from sparsecap_engine.decoding.api import decode_tag
-    from sparsecap_engine.evaluation import evaluate_run
+    from sparsecap_engine.recipes.evaluate import evaluate_run
 
     opts = df.decode_options(beam, sample, max_len, temperature, top_k, top_p, seed, length_penalty, block_ngram,
                              min_len, bad_endings)

@@ -109,7 +109,7 @@ def prune(
     final masks miss the target (NNZ not within 5 %) ends with status target-missed, writes no pruned checkpoint
     (last/best and sparsity.csv/.json stay for inspection) and exits with code 1.
     """
-    from sparsecap_engine.pruning.flow import plan_prune, run_prune
+    from sparsecap_engine.recipes.prune import plan_prune, run_prune
     from sparsecap_engine.runs import RunDir, check_run_name
 
     if name is not None:

@@ -63,7 +63,7 @@ def train(
 
     if name is not None:
         check_run_name(name)
-    from sparsecap_engine.training.recipe import train as train_run
+    from sparsecap_engine.recipes.train import train as train_run
     from sparsecap_engine.training.setup import check_config
 
     flags = {
@@ -96,7 +96,7 @@ def train(
         run = RunDir.create(runs_root / (name or default_run_name(cfg, "-scst" if scst else "")), overwrite=overwrite)
     train_fn = train_run
     if cfg.scst:
-        from sparsecap_engine.training.scst import run_scst as train_fn  # the SCST stage: same recipe, SCST loss
+        from sparsecap_engine.recipes.scst import run_scst as train_fn  # the SCST stage: same recipe, SCST loss
     console.print(f"run: [bold]{run.path}[/bold]" + (f"  SCST from {cfg.scst['source']}" if cfg.scst else ""))
     result, signals = run_stoppable(lambda **kw: train_fn(cfg, run, resume=resume, **kw), run.path, tui, quiet)
     console.print(scores_table(f"validation (step {result.step})", result.last_metrics))
@@ -108,7 +108,7 @@ def train(
 def _scst_config(config_file, flags, sets, source, which, samples, sample, baseline, cider_weight, bleu_weight):
     """Source run's config < SCST defaults < flags < ``--set``, plus the checked ``[scst]`` section."""
     from sparsecap_engine.errors import UsageError
-    from sparsecap_engine.training.scst import DEFAULTS, scst_config
+    from sparsecap_engine.recipes.scst import DEFAULTS, scst_config
 
     if source is None:
         raise UsageError("--scst needs --from RUN (a trained run directory or checkpoint)")

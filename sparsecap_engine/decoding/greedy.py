@@ -29,6 +29,8 @@ def _decode(
     Returns the (B, T) ids (``pad`` after ``<eos>``) and the (B, T) log-probs of the chosen tokens (0 after ``<eos>``),
     differentiable when the model is.
     """
+    if max_len < 1:  # (the loop below would end with nothing to stack)
+        raise UsageError("max_len must be at least 1")
     first = next(iter(memory.values()))
     b, device = first.shape[0], first.device
     rules = constraints or Constraints(eos, (bos, pad))

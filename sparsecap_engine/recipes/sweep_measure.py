@@ -25,8 +25,8 @@ def measure_run(run_path: Path, repeat: int = 20, device: str = "auto", metrics:
     from sparsecap_engine.checkpoint.inspect_report import bench_report
     from sparsecap_engine.checkpoint.model_io import load_model
     from sparsecap_engine.checkpoint.sparse import export_sparse, resolve_checkpoint
-    from sparsecap_engine.evaluation import evaluate_run
     from sparsecap_engine.pruning.report import sparsity_report
+    from sparsecap_engine.recipes.evaluate import evaluate_run
 
     run_path = Path(run_path)
     t0 = time.perf_counter()

@@ -30,8 +30,9 @@ from sparsecap_engine.plots import curves_png
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.runs import EventLog, RunDir
 from sparsecap_engine.text.tokenizer import load_tokenizer
+from sparsecap_engine.training.gradients import clip_gradients
 from sparsecap_engine.training.hooks import call
-from sparsecap_engine.training.losses import caption_xe
+from sparsecap_engine.training.objectives import Objective, xe_objective
 from sparsecap_engine.training.schedules import make_schedule
 from sparsecap_engine.training.setup import (
     Splits,
@@ -121,42 +122,12 @@ def validate(
     return {"CIDEr-D": float(cider), "BLEU-4": float(bleu[3])}, items
 
 
-def clip_gradients(optimizer: torch.optim.Optimizer, clip: float, mode: str) -> torch.Tensor:
-    """Clip the gradients of the scheduled groups (the model's weights; never a pruning method's mask logits) by
-    global norm or by value (``clip`` 0 = off); returns their global norm before clipping (after, for ``value``)."""
-    params = [p for g in optimizer.param_groups if g.get("scheduled", True) for p in g["params"]]
-    if clip > 0 and mode == "value":
-        torch.nn.utils.clip_grad_value_(params, clip)
-    return torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 and mode == "norm" else math.inf)
-
-
 def _batch_index(step: int, batch: int, n: int, seed: int) -> list[int]:
     """Images of step ``step``: a fresh permutation per epoch, seeded by (seed, epoch) so resume is exact."""
     per_epoch = max(1, n // batch)
     epoch, pos = divmod(step, per_epoch)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000003 + epoch))
     return perm[pos * batch : (pos + 1) * batch].tolist()
-
-
-#: one optimisation step's loss: ``(model, training split, image indices, step) -> (loss, info)``; ``info`` holds
-#: numbers for the ``train`` event (``items``: captions in the step, for items/s)
-Objective = Callable[[CaptionModel, Any, list[int], int], tuple[torch.Tensor, dict[str, float]]]
-
-
-def xe_objective(config: RunConfig, pad_id: int) -> Objective:
-    """Cross-entropy with teacher forcing on ``seq_per_img`` reference captions per image (reference §3.4)."""
-    per_img, seed, smoothing = config.data.seq_per_img, config.train.seed, config.optim.label_smoothing
-
-    def objective(model: CaptionModel, data, index: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        device = next(model.parameters()).device
-        gen = torch.Generator().manual_seed(seed * 7919 + step)
-        tokens = data.caption_batch(index, per_img, gen).to(device)
-        batch = {k: v.to(device) for k, v in data.image_batch(index).items()}
-        memory = model.expand_memory(model.encode(batch), per_img)
-        logprobs = model(memory, tokens[:, :-1])
-        return caption_xe(logprobs.float(), tokens[:, 1:], pad_id, smoothing), {"items": tokens.shape[0]}
-
-    return objective
 
 
 def train(

@@ -191,7 +191,7 @@ def mask_sparsity(masks: dict[str, Tensor]) -> float:
 @dataclass
 class PruneResult:
     """``status``: the run's ``run_end`` status (``target-missed`` when it completed without reaching the target);
-    ``reached``: the end-of-run verdict (``training/recipe.py`` ``target_check``); ``message``: that verdict in one
+    ``reached``: the end-of-run verdict (``recipes/train.py`` ``target_check``); ``message``: that verdict in one
     line; ``outputs``: ``checkpoint`` and ``masks`` only when the target was reached, ``csv``/``json``/``png``
     always."""
 
@@ -296,7 +296,7 @@ def run_prune(
 ) -> PruneResult:
     """Run the pruning flow described by ``config.prune`` in ``run`` (``resume``: continue it from its trainer
     state; lottery runs, made of rounds, cannot resume)."""
-    from sparsecap_engine.training.recipe import train
+    from sparsecap_engine.recipes.train import train
     from sparsecap_engine.training.setup import fit_encoder, load_splits, resolve_model
 
     plan = plan or plan_prune(config)
@@ -337,7 +337,7 @@ def run_prune(
 
 
 def _lottery(config, run, opts, src, splits, progress, stop, notes):
-    from sparsecap_engine.training.recipe import train
+    from sparsecap_engine.recipes.train import train
     from sparsecap_engine.training.setup import fit_encoder, resolve_model
 
     rewind_state, _ = read_state(_lottery_checks(opts, src))
