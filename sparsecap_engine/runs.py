@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_text
+from sparsecap_engine.atomic import atomic_write_text
 from sparsecap_engine.config import RunConfig, load_toml, to_toml
 from sparsecap_engine.errors import RunError, UsageError
 

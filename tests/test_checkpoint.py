@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsecap_engine.checkpoint import atomic
-from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
+from sparsecap_engine import atomic
+from sparsecap_engine.atomic import atomic_write_bytes
 from sparsecap_engine.checkpoint.model_io import load_model, save_model
 from sparsecap_engine.errors import CheckpointError
 from sparsecap_engine.text.vocab import Vocab

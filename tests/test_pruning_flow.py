@@ -9,10 +9,10 @@ import torch
 from typer.testing import CliRunner
 
 from sparsecap_engine.checkpoint.model_io import load_model, read_state
+from sparsecap_engine.checkpoint.pruned import load_masks, masks_path
 from sparsecap_engine.config import RunConfig
 from sparsecap_engine.errors import CheckpointError, RunError, UsageError
 from sparsecap_engine.pruning.criteria import n_keep
-from sparsecap_engine.pruning.io import load_masks, masks_path
 from sparsecap_engine.recipes.prune import PruneOptions, run_prune
 from sparsecap_engine.runs import RunDir
 

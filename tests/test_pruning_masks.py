@@ -9,7 +9,7 @@ from torch.nn.utils import parametrize
 
 from sparsecap_engine.checkpoint.dense import dedup_state
 from sparsecap_engine.checkpoint.model_io import load_model
-from sparsecap_engine.pruning.io import load_masks, masks_path
+from sparsecap_engine.checkpoint.pruned import load_masks, masks_path, save_pruned
 from sparsecap_engine.pruning.masks import attach, bake, baked_state_dict, find_masks, prunable
 from sparsecap_engine.pruning.methods import FixedMethod, MagnitudeMethod
 from sparsecap_engine.pruning.report import nnz_within, sparsity_report
@@ -166,7 +166,8 @@ def test_masks_survive_save_and_load(tmp_path: Path):
     method.attach(model)
     vocab = Vocab([f"w{i}" for i in range(16)])
     path = tmp_path / "best.safetensors"
-    method.save(path, model, vocab, {"step": 3})
+    masks, sparsity = method.checkpoint_masks()
+    save_pruned(path, model, vocab, masks, sparsity, step=3)
     masks, _ = load_masks(masks_path(path))
     loaded, _, meta = load_model(path)  # the plain model class, no masks
     assert meta["step"] == 3 and abs(meta["sparsity"]["sparsity"] - 0.7) < 1e-3

@@ -220,10 +220,10 @@ def test_scst_stage_through_the_cli(tmp_path: Path):
 
 @pytest.mark.slow
 def test_scst_keeps_the_masks_of_a_pruned_source(tmp_path: Path):
-    pytest.importorskip("sparsecap_engine.pruning.io")
+    pytest.importorskip("sparsecap_engine.checkpoint.pruned")
     from sparsecap_engine.checkpoint.model_io import load_model, read_state
+    from sparsecap_engine.checkpoint.pruned import save_pruned
     from sparsecap_engine.data.synthetic import generate_synthetic
-    from sparsecap_engine.pruning.io import save_pruned
     from sparsecap_engine.pruning.masks import attach
 
     dataset = generate_synthetic(tmp_path / "data", images=60, size=32)

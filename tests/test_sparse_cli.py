@@ -118,7 +118,7 @@ def test_bad_checkpoint_is_one_line_error(tmp_path: Path):
 
 
 def test_run_dir_uses_pruned_checkpoint_and_its_masks(tmp_path: Path):
-    from sparsecap_engine.pruning.io import save_pruned
+    from sparsecap_engine.checkpoint.pruned import save_pruned
     from sparsecap_engine.pruning.masks import prunable
 
     run = tmp_path / "run"

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
+from sparsecap_engine.atomic import atomic_write_bytes
 from sparsecap_engine.errors import CheckpointError
 
 FORMAT = "sparsecap-dense-1"

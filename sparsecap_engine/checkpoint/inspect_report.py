@@ -127,7 +127,7 @@ def bench_report(path: Path, threads: int = 1, repeat: int = 3, max_len: int = 1
 
 def plot_sparsity(rows: list[dict[str, Any]], out: Path, title: str = "") -> None:
     """Per-layer sparsity bar chart as PNG (the same chart ``sparsecap prune`` writes)."""
-    from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
+    from sparsecap_engine.atomic import atomic_write_bytes
     from sparsecap_engine.pruning.report import sparsity_plot_png
 
     numel = sum(r["numel"] for r in rows) or 1

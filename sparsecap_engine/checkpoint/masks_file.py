@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
+from sparsecap_engine.atomic import atomic_write_bytes
 from sparsecap_engine.checkpoint.dense import pack, read_file
 from sparsecap_engine.errors import CheckpointError
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
+from sparsecap_engine.atomic import atomic_write_bytes
 from sparsecap_engine.checkpoint.dense import dedup_state, expand_aliases, pack
 from sparsecap_engine.errors import CheckpointError, UsageError
 

@@ -26,7 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from sparsecap_engine.checkpoint.atomic import atomic_write
+from sparsecap_engine.atomic import atomic_write
 from sparsecap_engine.data.karpathy import ImageRecord
 from sparsecap_engine.errors import DataError, UsageError
 from sparsecap_engine.progress import Progress, no_progress

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_text
+from sparsecap_engine.atomic import atomic_write_text
 from sparsecap_engine.errors import DataError, UsageError
 
 DF_FORMAT = "sparsecap-cider-df-1"

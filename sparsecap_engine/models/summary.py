@@ -22,6 +22,6 @@ def parameter_breakdown(model: nn.Module, depth: int = 2) -> dict[str, Any]:
 
 def write_breakdown(path: Path, model: nn.Module) -> None:
     """Write :func:`parameter_breakdown` as JSON (the run's ``model_params.json``)."""
-    from sparsecap_engine.checkpoint.atomic import atomic_write_text
+    from sparsecap_engine.atomic import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(parameter_breakdown(model), indent=1))

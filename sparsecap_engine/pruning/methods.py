@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,9 +22,8 @@ from torch import Tensor, nn
 
 from sparsecap_engine.errors import CheckpointError, UsageError
 from sparsecap_engine.pruning.criteria import CRITERIA, GradualSchedule, select, select_global, snip_scores
-from sparsecap_engine.pruning.io import save_pruned, summary
 from sparsecap_engine.pruning.masks import MaskSet, Supermask, attach, kept_count
-from sparsecap_engine.pruning.report import nnz_within, sparsity_report
+from sparsecap_engine.pruning.report import nnz_within, sparsity_report, summary
 from sparsecap_engine.pruning.smp_control import cubic_target, keep_thresholds, layer_floors
 
 PRUNE_METHODS: dict[str, type[PruneMethod]] = {}
@@ -125,11 +123,11 @@ class PruneMethod:
         self.masks.end_step()
         return {name: m.detach().to("cpu").clone() for name, m in self.masks.hard().items()}
 
-    def save(self, path: Path, model: nn.Module, vocab, meta: dict[str, Any]) -> bool:
-        """Save a checkpoint with masks baked in (loads into the plain model) and its masks sibling."""
-        rep = sparsity_report(self.model, self.masks.hard())
-        save_pruned(path, model, vocab, self.masks.hard(), summary(rep, self.target, self.name), **meta)
-        return True
+    def checkpoint_masks(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The hard masks a checkpoint is saved with (baked into the weights, and in its masks sibling), and the
+        sparsity summary for its metadata."""
+        hard = self.masks.hard()
+        return hard, summary(sparsity_report(self.model, hard), self.target, self.name)
 
     def state_dict(self) -> dict[str, Any]:
         """What resume needs beyond the model's own state (which holds the raw weights and hard masks)."""

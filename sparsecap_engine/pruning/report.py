@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_bytes, atomic_write_text
+from sparsecap_engine.atomic import atomic_write_bytes, atomic_write_text
 from sparsecap_engine.pruning.masks import _raw_param, _scan, find_masks
 
 
@@ -114,3 +114,16 @@ def write_report(report: dict[str, Any], out_dir: Path, plots_dir: Path, extra: 
     atomic_write_text(paths["json"], json.dumps({**(extra or {}), **report}, indent=1))
     atomic_write_bytes(paths["png"], sparsity_plot_png(report, target))
     return paths
+
+
+def summary(report: dict[str, Any], target: float | None = None, method: str = "") -> dict[str, Any]:
+    """The short sparsity summary stored in checkpoint metadata."""
+    return {
+        "method": method,
+        "target": target,
+        "sparsity": report["pruned"]["sparsity"],
+        "nnz": report["pruned"]["nnz"],
+        "numel": report["pruned"]["numel"],
+        "all_sparsity": report["all"]["sparsity"],
+        "all_nnz": report["all"]["nnz"],
+    }

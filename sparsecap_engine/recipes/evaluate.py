@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_text
+from sparsecap_engine.atomic import atomic_write_text
 from sparsecap_engine.checkpoint.model_io import load_model
 from sparsecap_engine.data.captions import CaptionSet, load_records
 from sparsecap_engine.decoding.api import DecodeOptions, caption_batch, decode_tag

@@ -23,16 +23,16 @@ import torch
 from torch import Tensor, nn
 
 from sparsecap_engine.checkpoint.model_io import load_model, read_state, save_model
+from sparsecap_engine.checkpoint.pruned import masks_path, read_masks_for, save_masks
 from sparsecap_engine.checkpoint.source import Source, open_source
 from sparsecap_engine.config import RunConfig
 from sparsecap_engine.errors import CheckpointError, DivergedError, UsageError
 from sparsecap_engine.models.registry import build_model
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.pruning.criteria import CRITERIA, select
-from sparsecap_engine.pruning.io import masks_path, read_masks_for, save_masks, summary
 from sparsecap_engine.pruning.masks import in_scope, prunable
 from sparsecap_engine.pruning.methods import PRUNE_METHODS, PruneMethod, SupermaskMethod, build_method
-from sparsecap_engine.pruning.report import sparsity_report, write_report
+from sparsecap_engine.pruning.report import sparsity_report, summary, write_report
 from sparsecap_engine.runs import RunDir
 
 #: methods that prune a trained model and so need ``--from``

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_text
+from sparsecap_engine.atomic import atomic_write_text
 from sparsecap_engine.config import RunConfig, read_toml, to_toml
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.runs import LOCK_NAME, read_events

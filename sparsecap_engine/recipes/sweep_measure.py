@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_text
+from sparsecap_engine.atomic import atomic_write_text
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.recipes.sweep import METRICS
 from sparsecap_engine.recipes.sweep_results import MEASURE_FILE

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_bytes, atomic_write_text
+from sparsecap_engine.atomic import atomic_write_bytes, atomic_write_text
 from sparsecap_engine.recipes.sweep import Cell, SweepPlan
 
 ROW_KEYS = ("cell", "method", "target", "status", "sparsity", "nnz", "numel", "steps", "budget", "CIDEr", "Bleu_4",

@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
+from sparsecap_engine.atomic import atomic_write_bytes
 from sparsecap_engine.checkpoint.model_io import save_model
+from sparsecap_engine.checkpoint.pruned import save_pruned
 from sparsecap_engine.config import RunConfig
 from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
 from sparsecap_engine.metrics.bleu import bleu_scores
@@ -182,7 +183,11 @@ def train(
         meta = {"step": step, "image_size": config.data.image_size, **extra}
         if regions:  # e.g. the synthetic scenes' regions: `caption` computes them from an image's pixels
             meta["regions"] = regions
-        if not call(hooks, "save", path, model, vocab, meta, default=False):  # pruning: masks baked in + sibling
+        pruned = call(hooks, "checkpoint_masks", default=None)
+        if pruned is not None:  # pruning: masks baked into the weights, and a masks sibling
+            masks, sparsity = pruned
+            save_pruned(path, model, vocab, masks, sparsity, **meta)
+        else:
             save_model(path, model, vocab, **meta)
 
     log = EventLog(run.events_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Protocol
 
 from torch import Tensor, nn
@@ -13,8 +12,8 @@ class TrainHooks(Protocol):
     logits, which no LR schedule touches); per step ``before_step(step)``, ``extra_loss(step)`` (added to the caption
     loss), ``after_step(step)``; at validation ``report(step)`` (a ``sparsity`` event body or None) and
     ``ready(step)`` (may this step's checkpoint become ``best``?); at the end ``finalize()`` and ``end_note()`` (extra
-    ``run_end`` fields; its ``message`` is appended to the run's). ``save(path, model, vocab, meta)`` may take over
-    writing a checkpoint (return True), e.g. to bake masks into the weights."""
+    ``run_end`` fields; its ``message`` is appended to the run's). ``checkpoint_masks()`` gives the masks (and a
+    sparsity summary) a checkpoint is saved with: baked into the weights, and in a masks sibling file."""
 
     def attach(self, model: nn.Module) -> None: ...
 
@@ -34,7 +33,7 @@ class TrainHooks(Protocol):
 
     def end_note(self) -> dict[str, Any] | None: ...
 
-    def save(self, path: Path, model: nn.Module, vocab: Any, meta: dict[str, Any]) -> bool: ...
+    def checkpoint_masks(self) -> tuple[dict[str, Tensor], dict[str, Any]] | None: ...
 
 
 def call(hooks: object | None, name: str, *args: Any, default: Any = None) -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from sparsecap_engine.checkpoint.atomic import atomic_write_bytes
+from sparsecap_engine.atomic import atomic_write_bytes
 from sparsecap_engine.checkpoint.model_io import read_state
 from sparsecap_engine.errors import CheckpointError
 from sparsecap_engine.models.base import CaptionModel

@@ -157,6 +157,7 @@ def make_targets(work: Path) -> list[Target]:
     from PIL import Image
 
     from sparsecap_engine.checkpoint.model_io import load_model, save_model
+    from sparsecap_engine.checkpoint.pruned import load_masks, save_masks
     from sparsecap_engine.checkpoint.sparse import save_sparse
     from sparsecap_engine.config import RunConfig, load_toml, to_toml
     from sparsecap_engine.data.images import load_image
@@ -164,7 +165,6 @@ def make_targets(work: Path) -> list[Target]:
     from sparsecap_engine.data.synthetic import generate_synthetic
     from sparsecap_engine.models.registry import build_model
     from sparsecap_engine.monitor_state import load_state
-    from sparsecap_engine.pruning.io import load_masks, save_masks
     from sparsecap_engine.runs import EventLog
     from sparsecap_engine.text.vocab import Vocab
 

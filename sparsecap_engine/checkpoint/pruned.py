@@ -20,19 +20,6 @@ from sparsecap_engine.pruning.masks import baked_state_dict, prunable
 from sparsecap_engine.text.vocab import Vocab
 
 
-def summary(report: dict[str, Any], target: float | None = None, method: str = "") -> dict[str, Any]:
-    """The short sparsity summary stored in checkpoint metadata."""
-    return {
-        "method": method,
-        "target": target,
-        "sparsity": report["pruned"]["sparsity"],
-        "nnz": report["pruned"]["nnz"],
-        "numel": report["pruned"]["numel"],
-        "all_sparsity": report["all"]["sparsity"],
-        "all_nnz": report["all"]["nnz"],
-    }
-
-
 def save_pruned(
     path: Path, model: nn.Module, vocab: Vocab, masks: dict[str, Tensor], sparsity: dict[str, Any], **extra: Any
 ) -> None:
@@ -52,4 +39,4 @@ def read_masks_for(checkpoint: Path, model: nn.Module | None = None) -> dict[str
     return {name: state[name] != 0 for name in prunable(model) if name in state}
 
 
-__all__ = ["load_masks", "masks_path", "read_masks_for", "save_masks", "save_pruned", "summary"]
+__all__ = ["load_masks", "masks_path", "read_masks_for", "save_masks", "save_pruned"]
