@@ -16,7 +16,8 @@ from pycocoevalcap.cider.cider import Cider
 
 from sparsecap_engine.errors import DataError, UsageError
 from sparsecap_engine.metrics.bleu import batch_bleu, bleu_scores
-from sparsecap_engine.metrics.cider import CiderD, compute_cider, count_ngrams
+from sparsecap_engine.metrics.cider import CiderD, compute_cider
+from sparsecap_engine.metrics.ngrams import count_ngrams
 
 TOL = 1e-9
 

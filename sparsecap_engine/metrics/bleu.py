@@ -16,7 +16,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 
 from sparsecap_engine.errors import DataError
-from sparsecap_engine.metrics.cider import NGramBatch, count_ngrams, gather_refs
+from sparsecap_engine.metrics.ngrams import NGramBatch, count_ngrams, gather_refs
 
 TINY, SMALL = 1e-15, 1e-9  # pycocoevalcap's constants: a zero count still scores 0, and nothing divides by zero
 

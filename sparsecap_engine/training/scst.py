@@ -36,7 +36,8 @@ from sparsecap_engine.decoding.constraints import Constraints
 from sparsecap_engine.decoding.greedy import greedy, sample
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.metrics.bleu import batch_bleu
-from sparsecap_engine.metrics.cider import CiderD, count_ngrams
+from sparsecap_engine.metrics.cider import CiderD
+from sparsecap_engine.metrics.ngrams import count_ngrams
 from sparsecap_engine.models.base import CaptionModel
 from sparsecap_engine.runs import RunDir
 from sparsecap_engine.training.objectives import Objective
