@@ -12,17 +12,19 @@ from typer.testing import CliRunner
 
 from sparsecap_cli.commands import data as data_cmd
 from sparsecap_engine.data import synthetic
-from sparsecap_engine.data.synthetic import (
+from sparsecap_engine.data.scene_grammar import describe_scene
+from sparsecap_engine.data.scenes import (
     COLORS,
+    SHAPES,
+    SIZES,
     Scene,
     SceneObject,
-    describe_scene,
-    generate_synthetic,
     image_position,
     render_scene,
     sample_scene,
     spatial_relations,
 )
+from sparsecap_engine.data.synthetic import generate_synthetic
 from sparsecap_engine.errors import DataError, UsageError
 
 N = 30
@@ -64,7 +66,7 @@ def test_layout_and_schema(dataset: Path) -> None:
         for obj in entry["objects"]:
             x1, y1, x2, y2 = obj["box"]
             assert 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 64
-            assert obj["color"] in COLORS and obj["shape"] in synthetic.SHAPES and obj["size"] in synthetic.SIZES
+            assert obj["color"] in COLORS and obj["shape"] in SHAPES and obj["size"] in SIZES
         raws = [s["raw"] for s in entry["sentences"]]
         assert len(set(raws)) == len(raws) >= 5
         for s in entry["sentences"]:

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from sparsecap_engine.data.scene_check import SEVERAL, find_mentions, fresh_scene, judge_caption
-from sparsecap_engine.data.synthetic import SceneObject, describe_scene, render_sample, sample_scene
+from sparsecap_engine.data.scene_grammar import describe_scene
+from sparsecap_engine.data.scenes import SceneObject, sample_scene
+from sparsecap_engine.data.synthetic import render_sample
 
 
 def obj(color: str, shape: str, size: str = "large") -> SceneObject:

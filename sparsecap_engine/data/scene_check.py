@@ -24,18 +24,8 @@ from typing import Protocol
 
 from PIL import Image
 
-from sparsecap_engine.data.synthetic import (
-    COLORS,
-    GENERIC_NOUNS,
-    NUMBERS,
-    SHAPE_WORDS,
-    SIZE_WORDS,
-    Scene,
-    _plural,
-    render_scene,
-    sample_scene,
-    tokenize,
-)
+from sparsecap_engine.data.scene_grammar import GENERIC_NOUNS, NUMBERS, SHAPE_WORDS, SIZE_WORDS, _plural, tokenize
+from sparsecap_engine.data.scenes import COLORS, Scene, render_scene, sample_scene
 
 SEVERAL = -1  # count of a bare plural ("red circles"): every object of that kind, at least two
 
