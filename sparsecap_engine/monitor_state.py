@@ -2,113 +2,26 @@
 
 No UI here: the TUI and the plain-text snapshot render a :class:`RunState`; both only read run directories.
 
-* :class:`EventTail` reads the log incrementally: a missing file waits, a half-written last line is retried on the
-  next poll, malformed lines are skipped and counted, a replaced/truncated log starts over.
+* :class:`~sparsecap_engine.event_tail.EventTail` reads the log incrementally.
 * :class:`RunWatch` folds new events into a :class:`RunState` (curves, latest metrics, sparsity layers, samples,
   status-line data). Folding is per event and cheap, rendering is per poll: a 100,000-event log opens in well under
   a second.
-* :func:`resolve_monitor_path`, :func:`find_runs`, :class:`RunsWatch` list a root of runs (status, model, method,
-  target sparsity, best CIDEr-D). :func:`resolve_monitor_path` also recognises a sweep folder (``plan.json`` of format
-  ``sparsecap-sweep/1``) and a folder of sweeps; their state lives in :mod:`sparsecap_engine.sweep_state`.
+* :mod:`sparsecap_engine.monitor_roots` lists a root of runs and tells a run from a sweep; a sweep's state lives in
+  :mod:`sparsecap_engine.sweep_state`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import tomllib
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from sparsecap_engine.errors import RunError
+from sparsecap_engine.event_tail import EVENTS_FILE, EventTail
 
-EVENTS_FILE = "events.jsonl"
 CONFIG_FILE = "config.toml"
-PLAN_FILE = "plan.json"  # a sweep folder's plan (see sparsecap_engine.sweep_state)
-SWEEP_FORMAT = "sparsecap-sweep/1"
-_TRAIN_PREFIX = b'{"kind": "train"'  # how EventLog starts every train line (fast path of the runs listing)
-
-
-class EventTail:
-    """Incremental reader of an append-only JSONL file.
-
-    ``poll()`` returns the complete, well-formed events appended since the last call. A last line without its
-    newline is left for the next poll (``pending`` bytes); a complete line that is not a JSON object is skipped and
-    counted in ``malformed``. When the file is replaced or truncated, ``restarted`` is set and reading starts over.
-    """
-
-    def __init__(self, path: Path, skip_train: bool = False) -> None:
-        self.path = Path(path)
-        self.offset = 0
-        self.pending = 0
-        self.malformed = 0
-        self.restarted = False
-        self.skip_train = skip_train
-        self._inode: int | None = None
-
-    def poll(self) -> list[dict[str, Any]]:
-        """New complete events since the last poll ([] while the file does not exist)."""
-        self.restarted = False
-        try:
-            with self.path.open("rb") as f:
-                st = os.fstat(f.fileno())
-                if (self._inode is not None and st.st_ino != self._inode) or st.st_size < self.offset:
-                    self.offset, self.pending, self.malformed, self.restarted = 0, 0, 0, True
-                self._inode = st.st_ino
-                if st.st_size == self.offset:
-                    self.pending = 0
-                    return []
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:  # not there yet (or unreadable for now): wait
-            return []
-        end = data.rfind(b"\n")
-        self.pending = len(data) - end - 1
-        if end < 0:
-            return []
-        self.offset += end + 1
-        return self._parse(data[: end + 1].split(b"\n")[:-1])
-
-    def _parse(self, lines: list[bytes]) -> list[dict[str, Any]]:
-        if self.skip_train:  # light mode: of the train lines only the last one, in its place in the order
-            last = -1
-            for i, line in enumerate(lines):
-                if line.startswith(_TRAIN_PREFIX):
-                    last = i
-            lines = [line for i, line in enumerate(lines) if i == last or not line.startswith(_TRAIN_PREFIX)]
-        lines = [line for line in lines if line and not line.isspace()]
-        return [e for e in self._load_many(lines) if e is not None]
-
-    def _load_many(self, lines: list[bytes]) -> list[dict[str, Any] | None]:
-        """Parse lines as one JSON array when each looks like an object (about 2× faster), else line by line."""
-        if lines and all(line[:1] == b"{" and line.rstrip()[-1:] == b"}" for line in lines):
-            try:
-                items = json.loads(b"[" + b",".join(lines) + b"]")
-            except ValueError:
-                items = None
-            if items is not None and len(items) == len(lines):
-                good = [e for e in items if e.__class__ is dict and e.get("kind").__class__ is str]
-                self.malformed += len(items) - len(good)
-                return good
-        return [self._load(line) for line in lines]
-
-    def _load(self, line: bytes) -> dict[str, Any] | None:
-        try:
-            event = json.loads(line)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
-            self.malformed += 1
-            return None
-        return self._check(event)
-
-    def _check(self, event: Any) -> dict[str, Any] | None:
-        if isinstance(event, dict) and isinstance(event.get("kind"), str):
-            return event
-        self.malformed += 1
-        return None
 
 
 @dataclass
@@ -483,154 +396,8 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-# ---- roots of runs (and sweeps) -------------------------------------------------------------------------------
-def sweep_format(path: Path) -> str | None:
-    """The ``format`` of a sweep folder's plan.json (``sparsecap-sweep/…``), None when ``path`` is not a sweep."""
-    try:
-        plan = json.loads((Path(path) / PLAN_FILE).read_bytes())
-    except (OSError, ValueError):
-        return None
-    fmt = plan.get("format") if isinstance(plan, dict) else None
-    return fmt if isinstance(fmt, str) and fmt.startswith("sparsecap-sweep/") else None
-
-
-def is_sweep_dir(path: Path) -> bool:
-    """A sweep folder holds a plan.json of a ``sparsecap-sweep/…`` format (its events.jsonl is the sweep's own)."""
-    return (Path(path) / PLAN_FILE).is_file() and sweep_format(path) is not None
-
-
-def is_run_dir(path: Path) -> bool:
-    """A run directory holds config.toml or events.jsonl (and is not a sweep folder)."""
-    return ((path / CONFIG_FILE).is_file() or (path / EVENTS_FILE).is_file()) and not is_sweep_dir(path)
-
-
-def _children(root: Path) -> list[Path]:
-    try:
-        return sorted(p for p in Path(root).iterdir() if p.is_dir())
-    except OSError:
-        return []
-
-
-def find_runs(root: Path) -> list[Path]:
-    """Run directories directly under ``root``, by name."""
-    return [p for p in _children(root) if is_run_dir(p)]
-
-
-def find_sweeps(root: Path) -> list[Path]:
-    """Sweep folders directly under ``root``, by name."""
-    return [p for p in _children(root) if is_sweep_dir(p)]
-
-
-MonitorKind = Literal["run", "root", "sweep", "sweeps"]
-
-
-def _check_sweep(path: Path) -> tuple[MonitorKind, Path]:
-    fmt = sweep_format(path)
-    if fmt != SWEEP_FORMAT:
-        raise RunError(f"unsupported sweep format {fmt} in {path / PLAN_FILE} (this sparsecap reads {SWEEP_FORMAT})")
-    return "sweep", path
-
-
-def resolve_monitor_path(path: Path) -> tuple[MonitorKind, Path]:
-    """Is ``path`` one run, a folder of runs, a sweep folder or a folder of sweeps? A wrong path raises
-    :class:`RunError` with a one-line message. A folder holding both runs and sweeps lists its runs."""
-    path = Path(path)
-    if path.name in (EVENTS_FILE, PLAN_FILE) and path.is_file():
-        if is_sweep_dir(path.parent):
-            return _check_sweep(path.parent)
-        if path.name == EVENTS_FILE:
-            return "run", path.parent
-    if not path.exists():
-        raise RunError(f"no run or runs folder at {path}")
-    if not path.is_dir():
-        raise RunError(f"not a run directory or a folder of runs: {path}")
-    if is_sweep_dir(path):
-        return _check_sweep(path)
-    if is_run_dir(path):
-        return "run", path
-    if find_runs(path) or not any(path.iterdir()):
-        return "root", path
-    if find_sweeps(path):
-        return "sweeps", path
-    raise RunError(f"not a run directory or a folder of runs (no config.toml or events.jsonl): {path}")
-
-
-@dataclass
-class RunSummary:
-    """One row of the runs list."""
-
-    name: str
-    path: str
-    status: str
-    model: str
-    method: str
-    target: float | None
-    step: int
-    total_steps: int | None
-    best_cider: float | None
-    best_step: int | None
-    sparsity: float | None
-
-    @classmethod
-    def of(cls, state: RunState) -> RunSummary:
-        return cls(
-            name=state.name,
-            path=state.path,
-            status=state.status,
-            model=state.model_name,
-            method=state.method,
-            target=state.target,
-            step=state.step,
-            total_steps=state.total_steps,
-            best_cider=state.best_cider,
-            best_step=state.best_step,
-            sparsity=state.sparsity.overall if state.sparsity else None,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def poll_each(watches: dict[str, Any], paths: list[Path], make: Callable[[Path], Any]) -> bool:
-    """Keep ``watches`` (name → watch with ``poll()``) in step with ``paths``: drop the gone, ``make(path)`` the new,
-    poll them all; True when anything changed."""
-    changed = False
-    found = {p.name: p for p in paths}
-    for name in list(watches):
-        if name not in found:
-            del watches[name]
-            changed = True
-    for name, path in found.items():
-        if name not in watches:
-            watches[name] = make(path)
-            changed = True
-        changed = watches[name].poll() or changed
-    return changed
-
-
-class RunsWatch:
-    """Follow every run under a root (new runs appear on the next poll), each with a light :class:`RunWatch`."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.watches: dict[str, RunWatch] = {}
-
-    def poll(self) -> bool:
-        return poll_each(self.watches, find_runs(self.root), lambda path: RunWatch(path, light=True))
-
-    def summaries(self) -> list[RunSummary]:
-        return [RunSummary.of(w.state) for _, w in sorted(self.watches.items())]
-
-
 def load_state(run_dir: Path, light: bool = False) -> RunState:
     """Fold a run's whole log once (the ``--once``/``--json`` snapshot)."""
     watch = RunWatch(run_dir, light=light)
     watch.poll()
     return watch.state
-
-
-def list_runs(root: Path) -> list[RunSummary]:
-    """Summaries of every run under ``root``."""
-    watch = RunsWatch(root)
-    watch.poll()
-    return watch.summaries()

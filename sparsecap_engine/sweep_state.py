@@ -23,15 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsecap_engine.monitor_state import (
-    EVENTS_FILE,
-    PLAN_FILE,
-    SWEEP_FORMAT,
-    EventTail,
-    RunWatch,
-    find_sweeps,
-    poll_each,
-)
+from sparsecap_engine.event_tail import EVENTS_FILE, EventTail
+from sparsecap_engine.monitor_roots import PLAN_FILE, SWEEP_FORMAT, find_sweeps, poll_each
+from sparsecap_engine.monitor_state import RunWatch
 
 RESULTS_FILE = "results.json"
 CELL_STATUSES = ("pending", "running", "completed", "target-missed", "failed", "skipped", "interrupted")

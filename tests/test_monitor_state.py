@@ -8,14 +8,9 @@ from pathlib import Path
 import pytest
 
 from sparsecap_engine.errors import RunError
-from sparsecap_engine.monitor_state import (
-    EventTail,
-    RunWatch,
-    Series,
-    list_runs,
-    load_state,
-    resolve_monitor_path,
-)
+from sparsecap_engine.event_tail import EventTail
+from sparsecap_engine.monitor_roots import list_runs, resolve_monitor_path
+from sparsecap_engine.monitor_state import RunWatch, Series, load_state
 from tests.monitor_fixtures import LAYERS, T0, event, run_events, write_run
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sparsecap_engine.errors import RunError
-from sparsecap_engine.monitor_state import find_runs, list_runs, resolve_monitor_path
+from sparsecap_engine.monitor_roots import find_runs, list_runs, resolve_monitor_path
 from sparsecap_engine.sweep_state import SweepWatch, list_sweeps, load_sweep
 from tests.monitor_fixtures import T0, write_run
 from tests.sweep_fixtures import (

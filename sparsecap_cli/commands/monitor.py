@@ -11,7 +11,8 @@ from typing import Any
 import typer
 
 from sparsecap_engine.errors import UsageError
-from sparsecap_engine.monitor_state import list_runs, load_state, resolve_monitor_path
+from sparsecap_engine.monitor_roots import list_runs, resolve_monitor_path
+from sparsecap_engine.monitor_state import load_state
 
 
 def _finite(obj: Any) -> Any:

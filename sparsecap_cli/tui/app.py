@@ -13,7 +13,7 @@ from sparsecap_cli.tui.attach import JobHandle
 from sparsecap_cli.tui.screens import HelpScreen, RunScreen, RunsScreen, StopScreen
 from sparsecap_cli.tui.sweep import SweepScreen, SweepsScreen
 from sparsecap_cli.tui.widgets import StatusLine
-from sparsecap_engine.monitor_state import MonitorKind
+from sparsecap_engine.monitor_roots import MonitorKind
 from sparsecap_engine.sweep_state import Clock
 
 

@@ -21,7 +21,7 @@ from sparsecap_cli.tui.widgets import (
     SparsityPane,
     StatusLine,
 )
-from sparsecap_engine.monitor_state import RunSummary, RunsWatch
+from sparsecap_engine.monitor_roots import RunSummary, RunsWatch
 
 HELP = """\
 [b]sparsecap monitor[/b] follows a run's events.jsonl (polled twice a second) and shows:

@@ -30,7 +30,7 @@ from sparsecap_cli.tui.sweep_text import (
 )
 from sparsecap_cli.tui.text import fmt
 from sparsecap_cli.tui.widgets import STATUS_STYLE
-from sparsecap_engine.monitor_state import is_run_dir
+from sparsecap_engine.monitor_roots import is_run_dir
 from sparsecap_engine.sweep_state import CellState, Clock, SweepState, SweepsWatch, SweepWatch
 
 CELL_STATUS_STYLE = {**STATUS_STYLE, "pending": "dim", "skipped": "yellow", "running": "bold green"}

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from sparsecap_engine.monitor_state import RunState, RunSummary, Series
+from sparsecap_engine.monitor_roots import RunSummary
+from sparsecap_engine.monitor_state import RunState, Series
 
 SPARK = "▁▂▃▄▅▆▇█"
 
