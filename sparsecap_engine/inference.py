@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from sparsecap_engine.checkpoint.model_io import load_model
+from sparsecap_engine.checkpoint.source import checkpoint_file
 from sparsecap_engine.data.features import pad_regions
 from sparsecap_engine.data.images import load_image, read_rgb
 from sparsecap_engine.data.synthetic_features import REGIONS_NAME, scene_regions
@@ -40,7 +41,7 @@ class Captioner:
         image_size = 64
         if run is not None:
             rd = RunDir.open(run)
-            checkpoint = rd.checkpoint("best")
+            checkpoint = checkpoint_file(rd.path, "best")
             image_size = rd.load_config().data.image_size
         dev = torch.device(device)
         model, vocab, meta = load_model(Path(checkpoint), dev)

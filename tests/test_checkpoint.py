@@ -109,3 +109,30 @@ def _raw_meta(path: Path) -> dict:
 
     with safe_open(str(path), "pt") as f:
         return dict(f.metadata())
+
+
+def test_every_command_resolves_run_or_file_the_same_way(tmp_path: Path):
+    """``checkpoint_file``: a file as given; a run's pruned checkpoint, else best, else last (``auto``); or the one
+    named (best, last, pruned, step-K)."""
+    from sparsecap_engine.checkpoint.source import checkpoint_file
+    from sparsecap_engine.config import RunConfig
+    from sparsecap_engine.errors import RunError
+    from sparsecap_engine.runs import RunDir
+
+    run = RunDir.create(tmp_path / "r")
+    run.save_config(RunConfig())
+    ck = run.checkpoints
+    with pytest.raises(RunError, match="no best checkpoint"):
+        checkpoint_file(run.path)
+    (ck / "last.safetensors").write_bytes(b"")
+    assert checkpoint_file(run.path) == ck / "last.safetensors"  # best falls back to last
+    (ck / "best.safetensors").write_bytes(b"")
+    (ck / "step-5.safetensors").write_bytes(b"")
+    assert checkpoint_file(run.path) == checkpoint_file(run.path, "best") == ck / "best.safetensors"
+    (ck / "pruned.safetensors").write_bytes(b"")
+    assert checkpoint_file(run.path) == ck / "pruned.safetensors"
+    assert checkpoint_file(run.path, "last") == ck / "last.safetensors"
+    assert checkpoint_file(run.path, "step-5") == ck / "step-5.safetensors"
+    assert checkpoint_file(tmp_path / "x.safetensors") == tmp_path / "x.safetensors"
+    with pytest.raises(RunError, match="no step-7 checkpoint"):
+        checkpoint_file(run.path, "step-7")

@@ -17,12 +17,13 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Export a (pruned) checkpoint in the compact sparse format; `caption --checkpoint` loads it directly."""
-    from sparsecap_engine.checkpoint.sparse import VALUE_DTYPES, export_sparse, resolve_checkpoint
+    from sparsecap_engine.checkpoint.source import checkpoint_file
+    from sparsecap_engine.checkpoint.sparse import VALUE_DTYPES, export_sparse
     from sparsecap_engine.errors import UsageError
 
     if values not in VALUE_DTYPES:
         raise UsageError(f"--values must be fp16 or fp32, got {values!r}")
-    src = resolve_checkpoint(checkpoint)
+    src = checkpoint_file(checkpoint)
     meta = export_sparse(src, out, values)
     kinds: dict[str, int] = {}
     for entry in meta["storage"].values():

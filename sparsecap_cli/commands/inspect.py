@@ -23,9 +23,9 @@ def inspect(
     from sparsecap_engine.checkpoint.inspect_report import bench_report, checkpoint_report, human_bytes, plot_sparsity
 
     if checkpoint.is_dir():
-        from sparsecap_engine.checkpoint.sparse import resolve_checkpoint
+        from sparsecap_engine.checkpoint.source import checkpoint_file
 
-        checkpoint = resolve_checkpoint(checkpoint)
+        checkpoint = checkpoint_file(checkpoint)
     info = checkpoint_report(checkpoint)
     breakdown = info.pop("_breakdown")
     if params:

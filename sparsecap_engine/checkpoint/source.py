@@ -1,6 +1,6 @@
-"""What ``--from`` points at, for every command that starts from a trained model (``prune``, ``train --scst``): a
-run directory and one of its checkpoints (``best`` falling back to ``last``, ``last``, ``pruned``, ``step-K``), or a
-checkpoint file; with its weights, metadata, exact model config, tokenizer and masks."""
+"""Which checkpoint a command reads (:func:`checkpoint_file`: a file, or a run directory and one of its checkpoints)
+and what ``--from`` points at (:func:`open_source`, for ``prune`` and ``train --scst``): its weights, metadata, exact
+model config, tokenizer and masks. Every command resolves RUN | FILE here."""
 
 from __future__ import annotations
 
@@ -43,13 +43,26 @@ class Source:
         return load_masks(side)[0] if side.is_file() else None
 
 
+def checkpoint_file(path: str | Path, which: str = "auto") -> Path:
+    """The checkpoint a command reads: a file as given, or a run directory's ``which`` checkpoint — ``auto``: the
+    pruned one when the run has it, else best; ``best`` (falls back to last), ``last``, ``pruned``, ``step-K``."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    run = RunDir.open(path)
+    if which == "auto":
+        pruned = run.checkpoints / "pruned.safetensors"
+        return pruned if pruned.is_file() else run.checkpoint("best")
+    return run.checkpoint(which)
+
+
 def open_source(path: str | Path, which: str = "best") -> Source:
     """``--from``: a run directory (its ``which`` checkpoint; best falls back to last) or a checkpoint file (inside
     a run's ``checkpoints/`` folder, that run is the source's run)."""
     path = Path(path)
     if path.is_dir():
         run: RunDir | None = RunDir.open(path)
-        ckpt = run.checkpoint(which)
+        ckpt = checkpoint_file(path, which)
     elif path.is_file():
         ckpt = path
         parent = path.parent.parent

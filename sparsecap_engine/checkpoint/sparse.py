@@ -260,23 +260,12 @@ def decode_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, 
         raise CheckpointError(f"corrupt sparse checkpoint: {first}") from None
 
 
-def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint file, or a run directory's pruned checkpoint (else best, else last)."""
-    path = Path(path)
-    if path.is_dir():
-        from sparsecap_engine.runs import RunDir
-
-        run = RunDir.open(path)
-        pruned = run.checkpoints / "pruned.safetensors"
-        return pruned if pruned.is_file() else run.checkpoint("best")
-    return path
-
-
 def export_sparse(src: Path, out: Path, values: str = "fp32") -> dict[str, Any]:
     """Any checkpoint (or run directory) → compact sparse file at ``out``; returns the new metadata."""
     from sparsecap_engine.checkpoint.model_io import read_state
+    from sparsecap_engine.checkpoint.source import checkpoint_file
 
-    ckpt = resolve_checkpoint(src)
+    ckpt = checkpoint_file(src)
     state, meta = read_state(ckpt)
     if "model" not in meta or "vocab" not in meta:
         raise CheckpointError(f"{ckpt}: metadata lacks the model config or vocabulary")

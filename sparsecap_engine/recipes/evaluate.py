@@ -12,6 +12,7 @@ from typing import Any
 
 from sparsecap_engine.atomic import atomic_write_text
 from sparsecap_engine.checkpoint.model_io import load_model
+from sparsecap_engine.checkpoint.source import checkpoint_file
 from sparsecap_engine.data.captions import CaptionSet, load_records
 from sparsecap_engine.decoding.api import DecodeOptions, caption_batch, decode_tag
 from sparsecap_engine.errors import UsageError
@@ -65,7 +66,7 @@ def evaluate_run(
     config = run.load_config()
     opts = (opts or DecodeOptions(max_len=config.data.max_len)).check()
     dev = resolve_device(device)
-    model, vocab, meta = load_model(run.checkpoint(which), dev)
+    model, vocab, meta = load_model(checkpoint_file(run.path, which), dev)
     root = Path(config.data.image_root) if config.data.image_root else None
     records = load_records(dataset_path(config.data), root, config.data.use_raw)
     chosen = [r for r in records if r.split == split][: limit or None]

@@ -24,13 +24,14 @@ def measure_run(run_path: Path, repeat: int = 20, device: str = "auto", metrics:
     ``<run>/export/measure.json`` and ``<run>/export/model-fp16.safetensors`` and returns the measurements."""
     from sparsecap_engine.checkpoint.inspect_report import bench_report
     from sparsecap_engine.checkpoint.model_io import load_model
-    from sparsecap_engine.checkpoint.sparse import export_sparse, resolve_checkpoint
+    from sparsecap_engine.checkpoint.source import checkpoint_file
+    from sparsecap_engine.checkpoint.sparse import export_sparse
     from sparsecap_engine.pruning.report import sparsity_report
     from sparsecap_engine.recipes.evaluate import evaluate_run
 
     run_path = Path(run_path)
     t0 = time.perf_counter()
-    ckpt = resolve_checkpoint(run_path)
+    ckpt = checkpoint_file(run_path)
     report = evaluate_run(run_path, "test", None, ckpt.stem, list(metrics or METRICS), device=device, progress=progress)
     t_eval = time.perf_counter() - t0
     out = run_path / EXPORT_FILE
