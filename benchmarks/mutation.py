@@ -155,7 +155,7 @@ EQUIVALENT.update({
     _B + "94": "last_t is always set by the loop: max_len >= 1 is checked first",
     _B + "95": "last_t is always set by the loop: max_len >= 1 is checked first",
     _B + "114": "logp is (N, V): shape[1] is shape[-1]",
-    _B + "122": "the top 2K already hold K candidates that do not end (one <eos> per beam); ranks beyond are never used",
+    _B + "122": "the top 2K already hold K candidates that do not end (one <eos> per beam); later ranks are unused",
     _B + "128": "topk's default dim is the last one, dim 1 of the 2-D scores",
     _B + "219": "topk's default dim is the last one, dim 1 of the 2-D scores",
     _B + "267": "topk's default dim is the last one, dim 1 of the 2-D ranks",
@@ -167,6 +167,36 @@ for _n in (39, 43, 49, 53, 69, 73):
     EQUIVALENT[f"{_B}{_n}"] = "torch.full with an int fill value is int64 (torch.long) already"
 for _n in (40, 44, 50, 54, 59, 62, 70, 74, 78, 81, 85, 88, 91, 93, 151, 153, 161, 163, 340, 342):
     EQUIVALENT[f"{_B}{_n}"] = "device placement: equivalent on CPU, only a CUDA run can tell"
+
+_K = "sparsecap_engine.decoding.constraints.xǁConstraintsǁ"
+_SKIP = ("_block's early return: (t + 1 < size + unit) already holds whenever t < size, and for size <= t < "
+         "size + unit − 1 t is not at a word's last token, so A or B or C = A or B = A or C")
+EQUIVALENT.update({
+    _K + "_block__mutmut_3": _SKIP,
+    _K + "_block__mutmut_10": _SKIP + " (t = size + unit − 2: mid-word, or t < size when unit = 1)",
+    _K + "_block__mutmut_12": _SKIP,
+    _K + "apply__mutmut_14": "device placement: equivalent on CPU, only a CUDA run can tell",
+    _K + "apply__mutmut_21": "(N, n_bad).any(1) is .any(-1)",
+    _K + "eos_allowed__mutmut_5": "t / unit == t // unit when t % unit == 0 (checked first)",
+    _K + "for_vocab__mutmut_9": "getattr(vocab, 'digits', None) or 1 is getattr(vocab, 'digits', 1) or 1",
+    _K + "for_vocab__mutmut_45": "int codes make an int64 tensor; no codes make an empty one that apply skips (len 0)",
+    _K + "for_vocab__mutmut_47": "int codes make an int64 tensor; no codes make an empty one that apply skips (len 0)",
+})
+
+_A = "sparsecap_engine.decoding.api."
+EQUIVALENT.update({
+    _A + "x__generator__mutmut_2": "device placement: equivalent on CPU, only a CUDA run can tell",
+    _A + "x__sequence_logprob__mutmut_4": "torch.full with an int fill value is int64 (torch.long) already",
+    _A + "x__sequence_logprob__mutmut_8": "torch.full with an int fill value is int64 (torch.long) already",
+    _A + "x__sequence_logprob__mutmut_5": "device placement: equivalent on CPU, only a CUDA run can tell",
+    _A + "x__sequence_logprob__mutmut_9": "device placement: equivalent on CPU, only a CUDA run can tell",
+    _A + "x_decode_nbest__mutmut_49": "check() refuses greedy with n_best > 1; with n_best = 1, n is 1 either way",
+    _A + "x_decode_nbest__mutmut_121": "argsort's default dim is the last one, dim 1 of the (B, n) scores",
+    _A + "x_decode_tag__mutmut_41": "an effective beam has beam_size >= 2 (beam 1 is greedy): max(2, K) = max(1, K)",
+    _A + "x_fit_vocab__mutmut_13": "at beam_size == words, replace() gives equal options (same beam, same n_best)",
+    _A + "xǁDecodeOptionsǁcheck__mutmut_64": "the check only validates the options; the dummy's shape is never used",
+    _A + "xǁDecodeOptionsǁcheck__mutmut_65": "the check only validates the options; the dummy's shape is never used",
+})
 
 #: survivors that change only which device a tensor is put on: the same program on CPU (a CUDA run would kill them)
 for _n in (18, 21, 35, 136, 138):
