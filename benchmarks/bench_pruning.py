@@ -21,8 +21,8 @@ from torch.nn.utils import prune as torch_prune
 
 from sparsecap_engine.models.registry import build_model, preset
 from sparsecap_engine.pruning.criteria import select
-from sparsecap_engine.pruning.masks import prunable
 from sparsecap_engine.pruning.methods import SupermaskMethod
+from sparsecap_engine.pruning.scope import prunable
 from sparsecap_engine.training.losses import caption_xe
 
 

@@ -29,7 +29,7 @@ from sparsecap_engine.checkpoint.model_io import save_model
 from sparsecap_engine.checkpoint.sparse import save_sparse
 from sparsecap_engine.checkpoint.sparse_infer import example_batch, greedy_ids, sparsify, time_ms
 from sparsecap_engine.models.registry import build_model, preset
-from sparsecap_engine.pruning.masks import prunable
+from sparsecap_engine.pruning.scope import prunable
 from sparsecap_engine.text.vocab import Vocab
 
 V = 10001

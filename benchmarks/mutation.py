@@ -53,6 +53,8 @@ AREAS: dict[str, dict] = {
     },
     "pruning": {
         "modules": {
+            "sparsecap_engine/pruning/scope.py": None,
+            "sparsecap_engine/pruning/ste.py": None,
             "sparsecap_engine/pruning/masks.py": None,
             "sparsecap_engine/pruning/smp_control.py": None,
             "sparsecap_engine/pruning/criteria.py": None,

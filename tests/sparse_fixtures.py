@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sparsecap_engine.pruning.masks import prunable
+from sparsecap_engine.pruning.scope import prunable
 from sparsecap_engine.text.vocab import Vocab
 from tests.test_models_transformer import tiny as tiny_transformer
 from tests.test_models_updown import tiny as tiny_updown

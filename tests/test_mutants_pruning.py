@@ -159,7 +159,7 @@ def test_keep_thresholds_with_zero_whole_and_partial_floors():
 
 # ------------------------------------------------------------------------------------------------------------- masks
 def _sm(w, logits, *args):
-    from sparsecap_engine.pruning.masks import _Supermask
+    from sparsecap_engine.pruning.ste import _Supermask
 
     return _Supermask.apply(w, logits, *args)
 

@@ -10,9 +10,10 @@ from torch.nn.utils import parametrize
 from sparsecap_engine.checkpoint.dense import dedup_state
 from sparsecap_engine.checkpoint.model_io import load_model
 from sparsecap_engine.checkpoint.pruned import load_masks, masks_path, save_pruned
-from sparsecap_engine.pruning.masks import attach, bake, baked_state_dict, find_masks, prunable
+from sparsecap_engine.pruning.masks import attach, bake, baked_state_dict, find_masks
 from sparsecap_engine.pruning.methods import FixedMethod, MagnitudeMethod
 from sparsecap_engine.pruning.report import nnz_within, sparsity_report
+from sparsecap_engine.pruning.scope import prunable
 from sparsecap_engine.text.vocab import Vocab
 from tests.test_models_updown import tiny
 

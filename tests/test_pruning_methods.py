@@ -9,7 +9,6 @@ from torch import nn
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.models.registry import build_model, preset
 from sparsecap_engine.pruning.criteria import GradualSchedule, cubic_sparsity, dist_scores, n_keep, select
-from sparsecap_engine.pruning.masks import prunable
 from sparsecap_engine.pruning.methods import (
     GradualMethod,
     MagnitudeMethod,
@@ -18,6 +17,7 @@ from sparsecap_engine.pruning.methods import (
     build_method,
 )
 from sparsecap_engine.pruning.report import sparsity_report
+from sparsecap_engine.pruning.scope import prunable
 from tests.test_models_updown import tiny
 
 

@@ -119,7 +119,7 @@ def test_bad_checkpoint_is_one_line_error(tmp_path: Path):
 
 def test_run_dir_uses_pruned_checkpoint_and_its_masks(tmp_path: Path):
     from sparsecap_engine.checkpoint.pruned import save_pruned
-    from sparsecap_engine.pruning.masks import prunable
+    from sparsecap_engine.pruning.scope import prunable
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

@@ -21,7 +21,7 @@ def _pruned_names(path: Path, model: torch.nn.Module, meta: dict[str, Any]) -> l
     if meta.get("format") == SPARSE_FORMAT:
         return [n for n, e in meta.get("storage", {}).items() if e.get("pruned")]
     from sparsecap_engine.checkpoint.masks_file import load_masks, masks_path
-    from sparsecap_engine.pruning.masks import prunable
+    from sparsecap_engine.pruning.scope import prunable
 
     side = masks_path(path)
     if side.is_file():

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from sparsecap_engine.checkpoint.masks_file import load_masks, masks_path, save_masks
 from sparsecap_engine.checkpoint.model_io import read_state, save_model
 from sparsecap_engine.errors import CheckpointError
-from sparsecap_engine.pruning.masks import baked_state_dict, prunable
+from sparsecap_engine.pruning.masks import baked_state_dict
+from sparsecap_engine.pruning.scope import prunable
 from sparsecap_engine.text.vocab import Vocab
 
 

@@ -151,7 +151,7 @@ def decode_tensor(name: str, tensors: dict[str, Tensor], entry: dict[str, Any]) 
 def pruned_names_of(meta: dict[str, Any]) -> list[str] | None:
     """Names of the prunable tensors of the model described in ``meta`` (None when it cannot be built)."""
     from sparsecap_engine.models.registry import build_model
-    from sparsecap_engine.pruning.masks import prunable
+    from sparsecap_engine.pruning.scope import prunable
 
     try:
         config = {k: v for k, v in dict(meta["model"]).items() if k != "vocab_size"}

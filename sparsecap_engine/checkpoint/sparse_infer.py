@@ -216,7 +216,7 @@ def _streamline(model: nn.Module) -> None:
 
 def pruned_sparsity(model: nn.Module) -> float:
     """Sparsity over the model's prunable weight matrices."""
-    from sparsecap_engine.pruning.masks import prunable
+    from sparsecap_engine.pruning.scope import prunable
 
     zeros = total = 0
     for module, pname in prunable(model).values():

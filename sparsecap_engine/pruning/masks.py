@@ -1,4 +1,5 @@
-"""Masks on any ``nn.Module``: which weights are prunable, attaching masks (``torch.nn.utils.parametrize``), baking.
+"""Masks on any ``nn.Module``: attaching them (``torch.nn.utils.parametrize``), finding and baking them. Which weights
+are prunable: ``scope.py``; the straight-through estimators: ``ste.py``.
 
 A masked weight is ``w ⊙ m``. The mask lives in a parametrization of the module that owns the weight, so the model
 class is unchanged and every access of ``module.weight`` (inside ``forward`` or from a tied module) sees ``w ⊙ m``.
@@ -18,7 +19,6 @@ access so no autograd graph is reused.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -26,142 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-#: names of positional tables (never pruned) — matched against the owning module's last name component
-_POSITIONAL = re.compile(r"(^|_)(pe|pos|position|positional)(_|$)|pos_?emb|position", re.IGNORECASE)
-
-
-def weight_names(module: nn.Module) -> list[str]:
-    """The prunable weight matrices a module owns (by type): never biases, norms, convolutions or positional tables.
-
-    A custom module opts in or out with a ``prunable_weights`` attribute (a tuple of parameter names).
-    """
-    custom = getattr(module, "prunable_weights", None)
-    if custom is not None:
-        return list(custom)
-    if isinstance(module, (nn.Linear, nn.Embedding, nn.Bilinear)):
-        return ["weight"]
-    if isinstance(module, nn.RNNCellBase):
-        return ["weight_ih", "weight_hh"]
-    if isinstance(module, nn.RNNBase):
-        gates = ("ih", "hh", "hr") if getattr(module, "proj_size", 0) > 0 else ("ih", "hh")
-        sides = ("", "_reverse") if module.bidirectional else ("",)
-        return [f"weight_{g}_l{k}{s}" for k in range(module.num_layers) for s in sides for g in gates]
-    if isinstance(module, nn.MultiheadAttention):  # out_proj is an nn.Linear, found on its own
-        if getattr(module, "in_proj_weight", None) is not None:
-            return ["in_proj_weight"]
-        return ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
-    return []
-
-
-def _is_mask_machinery(module: nn.Module) -> bool:
-    return isinstance(module, (MaskBase, parametrize.ParametrizationList))
-
-
-def _raw_param(module: nn.Module, pname: str) -> Tensor | None:
-    """The stored tensor behind ``module.<pname>`` (the original when parametrized)."""
-    if parametrize.is_parametrized(module, pname):
-        return module.parametrizations[pname].original
-    return module._parameters.get(pname) if pname in module._parameters else None
-
-
-def _scan(model: nn.Module) -> dict[str, list[tuple[nn.Module, str]]]:
-    """name → every (module, parameter name) that holds that tensor; a tensor reached twice is listed once."""
-    by_id: dict[int, str] = {}
-    out: dict[str, list[tuple[nn.Module, str]]] = {}
-    for mname, module in model.named_modules():  # a module shared at several depths is yielded once
-        if _is_mask_machinery(module):
-            continue
-        last = mname.rsplit(".", 1)[-1]
-        if isinstance(module, nn.Embedding) and _POSITIONAL.search(last):
-            continue
-        for pname in weight_names(module):
-            t = _raw_param(module, pname)
-            if t is None or t.dim() < 2:
-                continue
-            key = id(t)
-            if key in by_id:  # tied weight (e.g. embedding = output layer): one mask, several owners
-                out[by_id[key]].append((module, pname))
-                continue
-            name = f"{mname}.{pname}" if mname else pname
-            by_id[key] = name
-            out[name] = [(module, pname)]
-    return out
-
-
-def prunable(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
-    """Prunable weights by name → (owning module, parameter name), each tensor once (shared/tied weights deduped)."""
-    return {name: owners[0] for name, owners in _scan(model).items()}
-
-
-def in_scope(name: str, prefixes: Iterable[str]) -> bool:
-    """True when ``name`` starts with one of the (non-empty) prefixes."""
-    return any(p and name.startswith(p) for p in prefixes)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# autograd pieces
-
-
-class _Supermask(torch.autograd.Function):
-    """``(w, s) → (w ⊙ m, Σ round(σ(s)))`` with ``m ~ Bernoulli(σ(s))`` (sample) or ``m = round(σ(s)) = [s > 0]``.
-
-    Straight-through estimator for both outputs: ``∂/∂s = σ'(s) ⊙ (g_w ⊙ w + g_kept)`` — one node per tensor and step,
-    so the sparsity loss's gradient and the caption loss's gradient share one σ'(s) pass.
-    """
-
-    @staticmethod
-    def forward(ctx, w: Tensor, logits: Tensor, sample: bool, shift: float = 0.0,
-                scale: float = 1.0, ste: bool = False) -> tuple[Tensor, Tensor]:
-        ctx.ste = ste
-        if ste:  # deterministic top-k: m = [s > τ], ∂/∂s = g_w ⊙ w (identity straight-through)
-            m = (logits > shift).to(w.dtype)
-            kept = torch.count_nonzero(m).to(logits.dtype)
-            ctx.save_for_backward(w, m, m)
-            ctx.set_materialize_grads(False)
-            return w * m, kept
-        p = torch.sigmoid((logits - shift) * scale) if shift or scale != 1.0 else torch.sigmoid(logits)
-        # a float mask: w * m and g * m are cheaper than torch.where on CPU, worth the extra saved bytes
-        m = torch.bernoulli(p) if sample else (logits > shift).to(p.dtype)
-        kept = torch.count_nonzero(logits > shift).to(logits.dtype)
-        ctx.save_for_backward(w, p, m)
-        ctx.set_materialize_grads(False)
-        return w * m.to(w.dtype), kept
-
-    @staticmethod
-    def backward(ctx, g_w: Tensor | None, g_kept: Tensor | None):
-        w, p, m = ctx.saved_tensors
-        gw = g_w * m if g_w is not None and ctx.needs_input_grad[0] else None
-        gs = None
-        if ctx.needs_input_grad[1] and (g_w is not None or g_kept is not None):
-            if g_w is None:
-                gs = torch.zeros_like(p).add_(g_kept)
-            elif g_kept is None:
-                gs = g_w * w
-            else:
-                gs = torch.addcmul(g_kept.to(w.dtype), g_w, w)
-            if not ctx.ste:
-                gs.mul_(torch.addcmul(p, p, p, value=-1.0))  # σ'(s) = p − p² in one pass
-        return gw, gs, None, None, None, None
-
-
-class _KeptCount(torch.autograd.Function):
-    """``Σ round(σ(s))`` = number of logits > 0, with the straight-through gradient σ'(s)."""
-
-    @staticmethod
-    def forward(ctx, logits: Tensor) -> Tensor:
-        ctx.save_for_backward(logits)
-        return (logits > 0).sum().to(logits.dtype)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        (logits,) = ctx.saved_tensors
-        p = torch.sigmoid(logits)
-        return g * p * (1 - p)
-
-
-def kept_count(logits: Tensor) -> Tensor:
-    return _KeptCount.apply(logits)
-
+from sparsecap_engine.pruning.scope import _raw_param, _scan, in_scope
+from sparsecap_engine.pruning.ste import _Supermask
 
 # --------------------------------------------------------------------------------------------------------------------
 # parametrizations
@@ -169,6 +35,8 @@ def kept_count(logits: Tensor) -> Tensor:
 
 class MaskBase(nn.Module):
     """Parametrization ``w ↦ w ⊙ m`` with per-step caching (see the module docstring)."""
+
+    is_mask = True  # what ``scope`` skips when it looks for prunable weights
 
     def __init__(self) -> None:
         super().__init__()

@@ -22,9 +22,10 @@ from torch import Tensor, nn
 
 from sparsecap_engine.errors import CheckpointError, UsageError
 from sparsecap_engine.pruning.criteria import CRITERIA, GradualSchedule, select, select_global, snip_scores
-from sparsecap_engine.pruning.masks import MaskSet, Supermask, attach, kept_count
+from sparsecap_engine.pruning.masks import MaskSet, Supermask, attach
 from sparsecap_engine.pruning.report import nnz_within, sparsity_report, summary
 from sparsecap_engine.pruning.smp_control import cubic_target, keep_thresholds, layer_floors
+from sparsecap_engine.pruning.ste import kept_count
 
 PRUNE_METHODS: dict[str, type[PruneMethod]] = {}
 

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from sparsecap_engine.atomic import atomic_write_bytes, atomic_write_text
-from sparsecap_engine.pruning.masks import _raw_param, _scan, find_masks
+from sparsecap_engine.pruning.masks import find_masks
+from sparsecap_engine.pruning.scope import _raw_param, _scan
 
 
 def _entry(shape: tuple[int, ...], numel: int, nnz: int, pruned: bool) -> dict[str, Any]:

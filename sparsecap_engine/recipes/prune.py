@@ -30,9 +30,9 @@ from sparsecap_engine.errors import CheckpointError, DivergedError, UsageError
 from sparsecap_engine.models.registry import build_model
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.pruning.criteria import CRITERIA, select
-from sparsecap_engine.pruning.masks import in_scope, prunable
 from sparsecap_engine.pruning.methods import PRUNE_METHODS, PruneMethod, SupermaskMethod, build_method
 from sparsecap_engine.pruning.report import sparsity_report, summary, write_report
+from sparsecap_engine.pruning.scope import in_scope, prunable
 from sparsecap_engine.runs import RunDir
 
 #: methods that prune a trained model and so need ``--from``
