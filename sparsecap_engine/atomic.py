@@ -1,8 +1,10 @@
-"""Atomic file writes: temp file in the same folder, fsync, rename. A crash mid-write leaves the old file intact."""
+"""Atomic writes of files and folders: temp file (or folder) beside the target, fsync, rename. A crash mid-write
+leaves the old one intact. Every file the engine writes goes through here."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -50,3 +52,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_publish_dir(tmp: Path, out: Path, replace: bool, check: Callable[[Path], None]) -> None:
+    """Move a finished temp folder to ``out`` by rename, so readers see no folder or a whole one: an empty ``out``
+    is taken over; an existing one is replaced (``replace``) or kept, once ``check(out)`` accepts it (or raises)."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    try:
+        os.rename(tmp, out)
+        return
+    except OSError:
+        if not out.exists():
+            raise
+    check(out)  # someone else put something there meanwhile
+    if not replace:  # a concurrent generator won the race: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rename(out, old / "d")
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 import platformdirs
 
+from sparsecap_engine.atomic import atomic_publish_dir
 from sparsecap_engine.data.scene_grammar import describe_scene, tokenize
 from sparsecap_engine.data.scenes import render_scene, sample_scene
 from sparsecap_engine.errors import DataError, UsageError
@@ -60,23 +61,8 @@ def _check_target(out: Path) -> None:
 
 
 def _publish(tmp: Path, out: Path, replace: bool) -> None:
-    """Move the finished temp folder to ``out`` by rename; an existing synthetic ``out`` is replaced or kept."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    try:
-        os.rename(tmp, out)
-        return
-    except OSError:
-        if not out.exists():
-            raise
-    _check_target(out)  # someone else put something there meanwhile
-    if not replace:  # a concurrent generator won the race: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rename(out, old / "d")
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    """Move the finished temp folder to ``out`` (an existing synthetic ``out`` is replaced or kept)."""
+    atomic_publish_dir(tmp, out, replace, check=_check_target)
 
 
 def _generate(
