@@ -68,7 +68,14 @@ def run(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="sparsecap")
+        try:
+            app(args=args, prog_name="sparsecap")
+        except BaseException as exc:
+            if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
+                from sparsecap_engine.runs import discard_unstarted_runs
+
+                discard_unstarted_runs()  # a run created for input that then failed its checks leaves nothing behind
+            raise
     except SparsecapError as exc:
         if debug:
             raise

@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from sparsecap_engine.errors import OutputError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -21,8 +23,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     new one, never a torn one: the temp file gets the mode a plain ``open()`` would give, is fsynced and renamed into
     place, then the folder is fsynced. Any failure removes the temp file and leaves ``path`` as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_target(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     tmp = Path(name)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600
@@ -31,6 +37,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -46,7 +55,29 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.close(dir_fd)
 
 
+def check_target(path: Path) -> None:
+    """``OutputError`` when ``path`` cannot become a file: it is a folder, a device, a pipe (the rename would replace
+    a FIFO or ``/dev/full`` with a plain file), or its name is empty."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise OutputError(f"cannot write {str(path) or repr(str(path))}: not a file name")
+    try:
+        odd = (path.exists() or path.is_symlink()) and not path.is_file()
+        kind = "a folder" if path.is_dir() else "not a regular file"
+    except OSError as exc:  # a name too long, a loop of links
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if odd:
+        raise OutputError(f"cannot write {path}: it is {kind}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically; a file that already holds exactly these bytes is left alone (no new mtime)."""
+    path = Path(path)
+    try:
+        if path.is_file() and not path.is_symlink() and path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 

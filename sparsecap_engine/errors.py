@@ -27,6 +27,10 @@ class RunError(SparsecapError):
     """A run directory that is missing or incomplete."""
 
 
+class OutputError(SparsecapError, OSError):
+    """A file the command was asked to write cannot be written there (a folder, a device, a missing mount)."""
+
+
 class JavaMissingError(SparsecapError):
     """Java is needed by pycocoevalcap (PTB tokenizer, METEOR, SPICE) and was not found."""
 

@@ -33,6 +33,8 @@ class EventTail:
     def poll(self) -> list[dict[str, Any]]:
         """New complete events since the last poll ([] while the file does not exist)."""
         self.restarted = False
+        if not self.path.is_file():  # not there yet, or a FIFO / folder that would block or fail: nothing to read
+            return []
         try:
             with self.path.open("rb") as f:
                 st = os.fstat(f.fileno())

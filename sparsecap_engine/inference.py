@@ -12,10 +12,10 @@ import torch
 from sparsecap_engine.checkpoint.model_io import load_model
 from sparsecap_engine.checkpoint.source import checkpoint_file
 from sparsecap_engine.data.features import pad_regions
-from sparsecap_engine.data.images import load_image, read_rgb
+from sparsecap_engine.data.images import image_size_problem, load_image, read_rgb
 from sparsecap_engine.data.synthetic_features import REGIONS_NAME, scene_regions
 from sparsecap_engine.decoding.api import DecodeOptions, caption_batch, caption_batch_nbest
-from sparsecap_engine.errors import UsageError
+from sparsecap_engine.errors import CheckpointError, UsageError
 from sparsecap_engine.models.base import CaptionModel
 from sparsecap_engine.runs import RunDir
 from sparsecap_engine.text.vocab import Vocab
@@ -43,9 +43,14 @@ class Captioner:
             rd = RunDir.open(run)
             checkpoint = checkpoint_file(rd.path, "best")
             image_size = rd.load_config().data.image_size
-        dev = torch.device(device)
+        from sparsecap_engine.training.setup import resolve_device
+
+        dev = resolve_device(device)  # tpu, cuda:99, meta or "" are one-line usage errors, not torch's
         model, vocab, meta = load_model(Path(checkpoint), dev)
-        image_size = int(meta.get("image_size", image_size))
+        image_size = meta.get("image_size", image_size)
+        problem = image_size_problem(image_size)
+        if problem:
+            raise CheckpointError(f"{checkpoint}: image_size {problem}")
         from sparsecap_engine.checkpoint.sparse_infer import sparsify, want_sparse
 
         if want_sparse(sparse, model, dev):

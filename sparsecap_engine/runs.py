@@ -17,11 +17,16 @@ from sparsecap_engine.config import RunConfig, load_toml, to_toml
 from sparsecap_engine.errors import RunError, UsageError
 
 
-def check_run_name(name: str) -> str:
-    """A run name is one folder name inside the runs root: no path separators, no ``..``, not absolute."""
+def check_run_name(name: str, root_flag: str = "--runs-root", what: str = "run") -> str:
+    """A run name is one folder name inside the runs root: no path separators, no ``..``, not absolute, no control
+    characters (a newline in a folder name breaks every listing), at most 255 bytes (the file system's limit)."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("-") or "\0" in name:
-        raise UsageError(f"--name {name!r}: a run name is one folder name (no '/', '..' or leading '-'); "
-                         "use --runs-root to choose where runs go")
+        raise UsageError(f"--name {name!r}: a {what} name is one folder name (no '/', '..' or leading '-'); "
+                         f"use {root_flag} to choose where {what}s go")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise UsageError(f"--name {name!r}: a {what} name cannot hold control characters (newline, tab, …)")
+    if len(os.fsencode(name)) > 255:
+        raise UsageError(f"--name is {len(os.fsencode(name))} bytes long; a folder name holds at most 255")
     return name
 
 
@@ -50,7 +55,7 @@ class EventLog:
 
 def read_events(path: Path) -> Iterator[dict[str, Any]]:
     """Yield the complete, well-formed events of a log (a torn last line or a malformed one is skipped)."""
-    with Path(path).open(encoding="utf-8") as f:
+    with Path(path).open(encoding="utf-8", errors="replace") as f:  # bytes that are not UTF-8: a malformed line
         for line in f:
             if not line.endswith("\n"):
                 return
@@ -99,6 +104,45 @@ def unlock_folder(path: Path) -> None:
         os.close(fd)  # closing the descriptor drops the flock
 
 
+#: runs this process created that may not have started yet: (run, the top folder create() made, or None)
+_fresh: list[tuple[RunDir, Path | None]] = []
+
+
+def discard_unstarted_runs() -> None:
+    """Remove what :meth:`RunDir.create` made in this process for runs that never started (no ``run_start`` event):
+    a command that fails on its input after creating the run directory leaves nothing behind. Called by the CLI
+    before it reports an error; a run that started keeps its folder (its log says how it ended)."""
+    while _fresh:
+        run, top = _fresh.pop()
+        try:
+            started = any(e.get("kind") == "run_start" for e in run.events())
+        except (OSError, ValueError):
+            started = True  # unreadable: keep it, never delete what we cannot judge
+        if started or not run.path.is_dir():
+            continue
+        run.unlock()
+        if top is not None:
+            shutil.rmtree(top, ignore_errors=True)
+            continue
+        for child in run.path.iterdir():  # the folder existed (empty, or --overwrite): empty it again
+            if child.name == LOCK_NAME:
+                child.unlink(missing_ok=True)
+            elif child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The top-most folder of ``path`` (itself or an ancestor) that does not exist yet, or None."""
+    top = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        top = p
+    return top
+
+
 class RunDir:
     """``runs/<name>/``: config.toml, events.jsonl, vocab.json, checkpoints/, eval/, plots/."""
 
@@ -116,9 +160,13 @@ class RunDir:
         """A new, empty run directory; ``overwrite`` clears a previous run there completely (no stale pruned
         checkpoint, masks or tables survive to be mistaken for the new run's)."""
         path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise RunError(f"run path exists and is not a directory: {path}")
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            if path.exists() and not path.is_dir():
+                raise RunError(f"run path exists and is not a directory: {path}")
+            top = _first_missing(path)
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where a folder should be, a read-only or missing mount, a name too long
+            raise RunError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
         taken = lock_folder(path)  # two processes creating one run: exactly one gets it, the other is told who has it
         children = [child for child in path.iterdir() if child.name != LOCK_NAME]
         if children:
@@ -135,6 +183,7 @@ class RunDir:
         run = cls(path)
         for sub in (run.checkpoints, run.plots):
             sub.mkdir(parents=True, exist_ok=True)
+        _fresh.append((run, top))
         return run
 
     def lock(self) -> None:

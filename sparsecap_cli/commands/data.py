@@ -23,7 +23,7 @@ def _group() -> None:
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option(help="Folder to write dataset.json and images/ into (replaced if synthetic).")],
-    images: Annotated[int, typer.Option(min=1, help="Number of images to render.")] = DEFAULT_IMAGES,
+    images: Annotated[int, typer.Option(min=1, max=1_000_000, help="Number of images to render.")] = DEFAULT_IMAGES,
     size: Annotated[int, typer.Option(min=32, max=1024, help="Image width and height in pixels.")] = DEFAULT_SIZE,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = DEFAULT_SEED,
 ) -> None:

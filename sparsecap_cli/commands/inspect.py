@@ -22,6 +22,10 @@ def inspect(
     """Describe a checkpoint: model, vocabulary, step, metrics, parameters, per-tensor sparsity and storage, sizes."""
     from sparsecap_engine.checkpoint.inspect_report import bench_report, checkpoint_report, human_bytes, plot_sparsity
 
+    if bench and not 1 <= threads <= 1024:
+        from sparsecap_engine.errors import UsageError
+
+        raise UsageError(f"--threads must be between 1 and 1024, got {threads}")
     if checkpoint.is_dir():
         from sparsecap_engine.checkpoint.source import checkpoint_file
 

@@ -42,8 +42,8 @@ def monitor(
     results.json), so it works on a finished run, a live one, or one being written on another machine to a shared
     disk. Keys: tab panes, c curves, / filter layers, enter open a run (or a sweep's cell), ? help, q quit.
     """
-    if interval <= 0:
-        raise UsageError("--interval must be positive")
+    if not 0 < interval < math.inf:  # NaN fails too
+        raise UsageError(f"--interval must be a positive number of seconds, got {interval}")
     kind, path = resolve_monitor_path(path)
     if as_json:
         typer.echo(json.dumps(_finite(_json_state(kind, path, points)), indent=2, default=str, allow_nan=False))

@@ -66,7 +66,9 @@ def sweep(
     from sparsecap_engine.errors import RunError, UsageError
     from sparsecap_engine.recipes.sweep import SweepOptions, base_config, dry_run_lines, plan_sweep, prepare_folder
     from sparsecap_engine.recipes.sweep_run import run_sweep, threads_for
+    from sparsecap_engine.runs import check_run_name
 
+    check_run_name(name, "--sweeps-root", "sweep")
     file_cfg, grid = base_config(config)
 
     def listed(flag: str | None, key: str, default: str) -> list[str]:
@@ -90,6 +92,9 @@ def sweep(
                         slurm_time=slurm_time, slurm_gpus=slurm_gpus, slurm_cpus=slurm_cpus,
                         metrics=metric_list)
     base = build_config(None, {"train.steps": steps}, sets, base=file_cfg)
+    from sparsecap_engine.training.setup import check_config
+
+    check_config(base)  # what every cell will run with: a bad value fails here, not in each cell
     plan = plan_sweep(base, sweeps_root / name, opts, name)
     if dry_run:
         prepare_folder(plan, overwrite)
@@ -160,7 +165,11 @@ def sweep_measure(
     metrics: str = typer.Option("bleu,meteor,rouge,cider", "--metrics", help="Test metrics."),
 ) -> None:
     """Measure a sweep cell: test scores, fp16 sparse export size and CPU latency into <run>/export/measure.json."""
+    from sparsecap_engine.errors import UsageError
     from sparsecap_engine.recipes.sweep_measure import measure_run
+
+    if repeat < 1:
+        raise UsageError(f"--repeat must be at least 1, got {repeat}")
 
     result = measure_run(run, repeat=repeat, device=device, metrics=[m.strip() for m in metrics.split(",")])
     typer.echo(json.dumps({k: result[k] for k in ("scores", "size_bytes", "latency_ms")}))

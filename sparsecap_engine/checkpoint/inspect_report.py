@@ -62,8 +62,8 @@ def checkpoint_report(path: Path) -> dict[str, Any]:
     from sparsecap_engine.models.summary import parameter_breakdown
 
     path = Path(path)
-    model, vocab, meta = load_model(path)
-    state, _ = read_state(path)
+    model, vocab, meta = load_model(path, finite=False)  # describes a NaN checkpoint (its nnz, sizes) too
+    state, _ = read_state(path, finite=False)
     tensors, aliases = dedup_state(state)
     names = _pruned_names(path, model, meta)
     names = [aliases.get(n, n) for n in names]

@@ -32,4 +32,7 @@ def load_masks(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     tensors, meta = read_file(path)
     if meta["format"] != MASKS_FORMAT:
         raise CheckpointError(f"{path}: format {meta['format']!r} is not {MASKS_FORMAT!r}")
-    return {k: v.to(torch.bool) for k, v in tensors.items()}, meta
+    odd = [k for k, v in tensors.items() if v.dtype != torch.bool]
+    if odd:  # a float "mask" of 3.5s would silently keep every weight
+        raise CheckpointError(f"{path}: mask {odd[0]!r} is {tensors[odd[0]].dtype}, not boolean")
+    return dict(tensors), meta

@@ -12,7 +12,7 @@ from sparsecap_engine.checkpoint.dense import FORMAT as DENSE_FORMAT
 from sparsecap_engine.checkpoint.dense import expand_aliases, read_file, save_dense
 from sparsecap_engine.errors import CheckpointError
 from sparsecap_engine.models.base import CaptionModel
-from sparsecap_engine.models.registry import build_model
+from sparsecap_engine.models.registry import build_model, model_problem
 from sparsecap_engine.text.tokenizer import tokenizer_from_json
 from sparsecap_engine.text.vocab import Vocab
 
@@ -30,8 +30,19 @@ def save_model(
     save_dense(path, model.state_dict() if state is None else state, meta)
 
 
-def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """State dict + metadata of any registered checkpoint format."""
+def read_state(path: Path, finite: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """State dict + metadata of any registered checkpoint format. ``finite``: a NaN or infinite weight (a diverged
+    run's, or a damaged file's) is a ``CheckpointError`` rather than a model that captions ``<unk> <unk> …``."""
+    state, meta = _read_state(path)
+    if finite:
+        bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise CheckpointError(f"{path}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {bad[0]!r}); "
+                                  "a diverged or damaged checkpoint")
+    return state, meta
+
+
+def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, meta = read_file(path)
     fmt = meta["format"]
     if fmt == DENSE_FORMAT:
@@ -53,14 +64,20 @@ def model_config_of(meta: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[CaptionModel, Vocab, dict[str, Any]]:
-    """Rebuild the model named in the checkpoint and load its weights (strict)."""
+def load_model(path: Path, device: str | torch.device = "cpu", finite: bool = True,
+               ) -> tuple[CaptionModel, Vocab, dict[str, Any]]:
+    """Rebuild the model named in the checkpoint and load its weights (strict); ``finite``: see :func:`read_state`
+    (``inspect`` describes a NaN checkpoint rather than refusing it)."""
     path = Path(path)
-    state, meta = read_state(path)
+    state, meta = read_state(path, finite)
     try:
         vocab = tokenizer_from_json(meta["vocab"], str(path))  # word Vocab or RadixTokenizer
         config = model_config_of(meta)
-        with torch.device("meta"):  # shapes only: absurd sizes in the metadata allocate nothing
+        # absurd sizes in the metadata allocate nothing; no size cap: the file's own tensors are compared below
+        problem = model_problem(config, len(vocab), max_params=None)
+        if problem:
+            raise CheckpointError(f"{path}: its metadata does not describe a model: model {problem}")
+        with torch.device("meta"):  # shapes only
             probe = build_model(config, len(vocab)).state_dict()
     except KeyError as exc:
         raise CheckpointError(f"{path}: metadata lacks {exc}") from None

@@ -262,13 +262,16 @@ def decode_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, 
 
 def export_sparse(src: Path, out: Path, values: str = "fp32") -> dict[str, Any]:
     """Any checkpoint (or run directory) → compact sparse file at ``out``; returns the new metadata."""
-    from sparsecap_engine.checkpoint.model_io import read_state
+    from sparsecap_engine.atomic import check_target
+    from sparsecap_engine.checkpoint.model_io import load_model, read_state
     from sparsecap_engine.checkpoint.source import checkpoint_file
 
     ckpt = checkpoint_file(src)
+    check_target(Path(out))  # a folder or a FIFO named by --out: refused before any work
     state, meta = read_state(ckpt)
     if "model" not in meta or "vocab" not in meta:
         raise CheckpointError(f"{ckpt}: metadata lacks the model config or vocabulary")
+    load_model(ckpt)  # what is exported must load: its metadata describes a model its weights fit
     keep = {k: v for k, v in meta.items() if k not in ("format", "version", "storage", "aliases", "values")}
     return save_sparse(Path(out), state, keep, values)
 

@@ -328,12 +328,16 @@ def pack_features(
                 raise DataError(f"{src.where(name)}: features of image {name} are {arr.shape[1]}-d, "
                                 f"the others are {state['dim']}-d")
             state["dim"] = state["dim"] or int(arr.shape[1])
+            if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+                raise DataError(f"{src.where(name)}: features of image {name} hold NaN or infinite values")
             g.create_dataset(name, data=arr.astype(dtype))
             if gb is not None and box_src is not None:
                 bx = np.asarray(box_src.read(name), dtype=np.float32)
                 if bx.shape != (arr.shape[0], 4):
                     raise DataError(f"{box_src.where(name)}: boxes of image {name} have shape {bx.shape}, "
                                     f"expected ({arr.shape[0]}, 4)")
+                if not np.isfinite(bx).all():
+                    raise DataError(f"{box_src.where(name)}: boxes of image {name} hold NaN or infinite values")
                 gb.create_dataset(name, data=bx)
             if (n + 1) % step == 0 or n + 1 == len(names):
                 progress("pack", n + 1, len(names))

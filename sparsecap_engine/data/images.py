@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,11 +18,36 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
+#: the model input sizes the engine accepts (a size beyond would allocate gigabytes per image)
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096
+
+
+def image_size_problem(size: object) -> str | None:
+    """Why ``size`` cannot be a model's input size (``must be …``), or None when it can."""
+    if isinstance(size, bool) or not isinstance(size, int):
+        return f"must be an integer, got {size!r}"
+    if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        return f"must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, got {size}"
+    return None
+
+
 def read_rgb(path: Path, size: int) -> np.ndarray:
-    """(size, size, 3) uint8 RGB array; transparency is composited onto white; the aspect ratio is not kept."""
+    """(size, size, 3) uint8 RGB array; transparency is composited onto white; the aspect ratio is not kept.
+
+    An image of more than Pillow's ``MAX_IMAGE_PIXELS`` (89 M) pixels is refused before it is decoded (a
+    decompression bomb: a few kB on disk, gigabytes in memory)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return _decode(path, size)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"image too large to decode safely (over {Image.MAX_IMAGE_PIXELS:,} pixels): {path}") from None
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.draft("RGB", (size, size))  # JPEG only: decode at a reduced scale that is still >= size

@@ -10,6 +10,7 @@ holds per-object region features and boxes.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -20,10 +21,10 @@ from typing import Any
 
 import platformdirs
 
-from sparsecap_engine.atomic import atomic_publish_dir
+from sparsecap_engine.atomic import atomic_publish_dir, atomic_write_bytes
 from sparsecap_engine.data.scene_grammar import describe_scene, tokenize
 from sparsecap_engine.data.scenes import render_scene, sample_scene
-from sparsecap_engine.errors import DataError, UsageError
+from sparsecap_engine.errors import DataError, OutputError, UsageError
 from sparsecap_engine.progress import Progress, no_progress
 
 GENERATOR_VERSION = 1
@@ -78,10 +79,13 @@ def _generate(
     _check_args(images, size, val_fraction, test_fraction)
     out = Path(out).absolute()
     _check_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     n_val, n_test = round(images * val_fraction), round(images * test_fraction)
     n_train = images - n_val - n_test
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:  # a file on the way, a read-only or missing mount
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
         (tmp / "images").mkdir()
         entries: list[dict[str, Any]] = []
@@ -174,6 +178,7 @@ def render_sample(out: Path, seed: int = 12345, size: int = 256) -> tuple[Path, 
     rng = random.Random(seed)
     scene = sample_scene(rng, size)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    render_scene(scene, rng).save(out)
+    buf = io.BytesIO()
+    render_scene(scene, rng).save(buf, format="PNG")  # PNG whatever the name says; a bad path is one OutputError
+    atomic_write_bytes(out, buf.getvalue())
     return out, describe_scene(scene, rng)

@@ -16,6 +16,8 @@ from sparsecap_engine.models.base import CaptionModel, Memory
 from sparsecap_engine.text.vocab import Vocab
 
 DECODING_METHODS = ("greedy", "sample", "beam")
+#: longest caption in tokens, most captions per image: beyond, the decoders' buffers alone take gigabytes
+MAX_LEN, MAX_N_BEST = 1000, 1000
 
 
 @dataclass
@@ -49,6 +51,14 @@ class DecodeOptions:
             raise UsageError(f"--beam must be at least 1 (got {self.beam_size})")
         if self.max_len < 1 or self.min_len < 0 or self.block_ngram < 0:
             raise UsageError("--max-len must be >= 1, --min-len and --block-ngram >= 0")
+        if self.max_len > MAX_LEN:
+            raise UsageError(f"--max-len must be at most {MAX_LEN} tokens (got {self.max_len})")
+        if self.min_len > self.max_len:
+            raise UsageError(f"--min-len {self.min_len} is longer than --max-len {self.max_len}")
+        if self.n_best > MAX_N_BEST:
+            raise UsageError(f"--n-best must be at most {MAX_N_BEST} (got {self.n_best})")
+        if not -(2**63) <= self.seed < 2**64:
+            raise UsageError(f"--seed must fit in 64 bits (got {self.seed})")
         if self.n_best < 1 or (self.method == "beam" and self.n_best > self.beam_size):
             raise UsageError(f"--n-best must be between 1 and the beam size (got {self.n_best}, beam {self.beam_size})")
         if self.method == "greedy" and self.n_best > 1:

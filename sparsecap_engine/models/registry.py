@@ -36,6 +36,44 @@ def preset(name: str) -> dict[str, Any]:
     return {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[name].items()}
 
 
+#: a model past this many parameters is refused before it is built (2 G parameters: 8 GB of fp32 weights)
+MAX_PARAMS = 2_000_000_000
+
+
+def model_problem(config: dict[str, Any], vocab_size: int = 16, max_params: int | None = MAX_PARAMS) -> str | None:
+    """Why ``config`` does not describe a model that can be built (a size of the wrong type or range, a channel list
+    that is empty or not positive, an option torch refuses, more than ``max_params`` parameters), or None. The model
+    is built on the meta device: nothing is allocated, however absurd the sizes."""
+    import warnings
+
+    import torch
+
+    for key, value in config.items():  # a zero width builds (with a torch warning) and fails only when loaded
+        sizes = ("_size", "d_model", "dim_feedforward", "d_ff", "num_layers", "num_heads")
+        if isinstance(value, int) and not isinstance(value, bool) and key.endswith(sizes) and value < 1:
+            return f"{key} must be at least 1, got {value}"
+    args = config.get("encoder_args", {})
+    if not isinstance(args, dict):
+        return f"encoder_args must be a table, got {args!r}"
+    channels = args.get("channels")
+    if channels is not None and (not isinstance(channels, list | tuple) or not channels or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels)):
+        return f"encoder_args.channels must be a non-empty list of positive integers, got {channels!r}"
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's zero-element warning: the error below says it
+            model = build_model(config, vocab_size)
+    except UsageError as exc:
+        return str(exc)
+    except (TypeError, ValueError, RuntimeError, OverflowError, AttributeError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return f"does not build ({exc.__class__.__name__}: {first})"
+    n = sum(p.numel() for p in model.parameters())
+    if max_params is not None and n > max_params:
+        return f"would have {n:,} parameters (at most {max_params:,})"
+    return None
+
+
 def build_model(config: dict[str, Any], vocab_size: int) -> CaptionModel:
     """Build ``config["name"]`` behind encoder ``config["encoder"]``; the config rides along for checkpoints."""
     name = config.get("name")

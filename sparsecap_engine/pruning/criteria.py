@@ -194,6 +194,8 @@ class GradualSchedule:
         end = total_steps // 2 if end is None else end
         if every <= 0 or start < 0 or end < start:
             raise UsageError(f"bad gradual schedule: start {start}, end {end}, every {every}")
+        if not 0.0 <= initial <= final:  # NaN fails too
+            raise UsageError(f"gradual --initial-sparsity must be in [0, --sparsity {final}], got {initial}")
         n = (end - start) // every
         return cls(start, start + n * every, every, initial, final)
 

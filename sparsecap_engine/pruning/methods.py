@@ -190,6 +190,10 @@ class SupermaskMethod(PruneMethod):
         **kw: Any,
     ):
         super().__init__(sparsity, **kw)
+        for flag, value in (("--mask-init", mask_init), ("--mask-lr", mask_lr), ("--mask-eps", mask_eps),
+                            ("--sparsity-weight", sparsity_weight)):
+            if not math.isfinite(value):  # NaN logits prune everything; a NaN rate or weight poisons the masks
+                raise UsageError(f"supermask {flag} must be a finite number, got {value}")
         #: robust: the fraction of the run trained dense before the cubic ramp starts
         self.ramp_begin = float(ramp_begin)
         #: robust: each tensor keeps at least this share of its fair ``(1 − s)·n`` (0: off; measured at 99.1 % on
@@ -410,6 +414,10 @@ class GradualMethod(PruneMethod):
         return body
 
 
+#: SNIP's saliency batches: each is a forward and backward pass before the first step
+MAX_SNIP_BATCHES = 10_000
+
+
 @register_method("snip")
 class SnipMethod(PruneMethod):
     """SNIP (Lee et al. 2019): before the first step, saliency ``|g ⊙ w|`` with ``g`` the gradient of the caption loss
@@ -419,8 +427,8 @@ class SnipMethod(PruneMethod):
 
     def __init__(self, sparsity: float, snip_batches: int = 1, **kw: Any):
         super().__init__(sparsity, **kw)
-        if snip_batches < 1:
-            raise UsageError("--snip-batches must be at least 1")
+        if not 1 <= snip_batches <= MAX_SNIP_BATCHES:
+            raise UsageError(f"--snip-batches must be between 1 and {MAX_SNIP_BATCHES}, got {snip_batches}")
         self.snip_batches = int(snip_batches)
         self.loss_fn: Callable[[nn.Module, int], Tensor] | None = None
         self.done = False

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsecap_engine.atomic import atomic_write_text
+from sparsecap_engine.atomic import atomic_write_text, check_target
 from sparsecap_engine.checkpoint.model_io import load_model
 from sparsecap_engine.checkpoint.source import checkpoint_file
 from sparsecap_engine.data.captions import CaptionSet, load_records
@@ -60,6 +60,10 @@ def evaluate_run(
     """
     if split not in ("train", "val", "test"):
         raise UsageError(f"unknown split {split!r}; choose from train, val, test")
+    if limit < 0:
+        raise UsageError(f"--limit must be ≥ 0 (0 = every image), got {limit}")
+    if per_image_path is not None:
+        check_target(Path(per_image_path))  # a folder or an empty name: refused before the decoding
     run = RunDir.open(run_path)
     resolve_metrics(metrics)
     require_java()
@@ -85,10 +89,7 @@ def evaluate_run(
         progress("decode", index[-1] + 1, len(data))
     refs = data.references()
     out_dir = run.path / "eval" / f"{split}-{decode_tag(opts)}"
-    out_dir.mkdir(parents=True, exist_ok=True)
     results = [{"image_id": k, "caption": v} for k, v in hyps.items()]
-    atomic_write_text(out_dir / "captions.json", json.dumps(results, indent=1))
-
     result = evaluate_captions(refs, hyps, metrics)
     report = EvalReport(split, out_dir, result.corpus, result.unavailable, len(hyps), captions=hyps,
                         per_image=result.per_image)
@@ -107,9 +108,10 @@ def evaluate_run(
         base = evaluate_captions(refs, {k: caption for k in hyps}, metrics)
         report.baseline = {"caption": caption, "scores": base.corpus}
         payload["baseline"] = report.baseline
-    atomic_write_text(out_dir / "scores.json", json.dumps(payload, indent=1))
-    if per_image_path is not None:
+    if per_image_path is not None:  # first: a path that cannot be written fails before the run's eval folder is
         write_per_image(Path(per_image_path), hyps, result.per_image, refs)
+    atomic_write_text(out_dir / "captions.json", json.dumps(results, indent=1))
+    atomic_write_text(out_dir / "scores.json", json.dumps(payload, indent=1))
     return report
 
 
@@ -122,7 +124,6 @@ def write_per_image(
         {"image_id": k, "caption": hyps[k], **per_image.get(k, {}), "reference": (refs.get(k) or [""])[0]}
         for k in hyps
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, ["image_id", "caption", *metrics, "reference"], lineterminator="\n")

@@ -113,8 +113,8 @@ class PruneOptions:
                              f"{self.ramp_begin}, {self.ramp_end} and {self.harden_at}")
         if self.method in NEEDS_SOURCE and not self.source:
             raise UsageError(f"--method {self.method} prunes a trained model: give --from RUN")
-        if self.rounds < 1:
-            raise UsageError("--rounds must be at least 1")
+        if not 1 <= self.rounds <= 100:  # each round is a whole training run
+            raise UsageError(f"--rounds must be between 1 and 100, got {self.rounds}")
         if self.rounds > 1 and self.method != "lottery":
             raise UsageError("--rounds applies to --method lottery only")
         if self.rewind_step and self.method != "lottery":
@@ -316,6 +316,9 @@ def run_prune(
             probe = build_model(fit_encoder(resolve_model(config.model), splits), len(splits.vocab))
             masks = read_masks_for(src.checkpoint, probe)
             target = mask_sparsity(masks)
+            if target == 0.0 and opts.sparsity > 0.0:  # a dense source: fine-tuning it "fixed" prunes nothing
+                raise UsageError(f"--method fixed keeps the masks of a pruned --from; {src.checkpoint} has none and "
+                                 "no zero weights (prune it first, e.g. --method magnitude)")
         method = make_method(opts, config.train.steps, masks, target)
         if opts.method == "snip":
             method.loss_fn = xe_loss_fn(config, splits)

@@ -78,10 +78,14 @@ class SweepOptions:
             bad = [s for s in self.sparsity if not 0.0 < s < 1.0]
             if bad:
                 raise UsageError(f"--sparsity values must be in (0, 1), got {bad[0]:g}")
-        if self.finetune_steps is not None and self.finetune_steps < 1:
-            raise UsageError(f"--finetune-steps must be at least 1, got {self.finetune_steps}")
-        if self.jobs < 1:
-            raise UsageError(f"--jobs must be at least 1, got {self.jobs}")
+        if self.finetune_steps is not None and not 1 <= self.finetune_steps <= 2**62:
+            raise UsageError(f"--finetune-steps must be at least 1 (and of a sensible size), got {self.finetune_steps}")
+        if not 1 <= self.jobs <= 1024:
+            raise UsageError(f"--jobs must be between 1 and 1024, got {self.jobs}")
+        for flag, value, low in (("--slurm-time", self.slurm_time, 1), ("--slurm-gpus", self.slurm_gpus, 0),
+                                 ("--slurm-cpus", self.slurm_cpus, 1)):
+            if value < low:
+                raise UsageError(f"{flag} must be at least {low}, got {value}")
         bad_metrics = [m for m in self.metrics if m not in METRICS]
         if bad_metrics or not self.metrics:
             raise UsageError(f"--metrics must be a comma list of {', '.join(METRICS)}, got {bad_metrics or 'none'}")
@@ -226,9 +230,20 @@ def base_config(config_file: Path | None = None) -> tuple[RunConfig, dict[str, A
     path = Path(config_file) if config_file else DEFAULT_CONFIG
     data = read_toml(path)
     grid = data.pop("sweep", {})
+    if not isinstance(grid, dict):
+        raise UsageError(f"{path}: [sweep] must be a table, got {grid!r}")
     unknown = sorted(set(grid) - set(SWEEP_KEYS))
     if unknown:
         raise UsageError(f"{path}: unknown [sweep] key {unknown[0]!r}; valid keys: {', '.join(SWEEP_KEYS)}")
+    for key, value in grid.items():
+        if key == "finetune_steps":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, str) or (isinstance(value, list) and all(
+                isinstance(v, str | int | float) and not isinstance(v, bool) for v in value))
+        if not ok:
+            want = "an integer" if key == "finetune_steps" else "a comma string or a list"
+            raise UsageError(f"{path}: [sweep] {key} must be {want}, got {value!r}")
     return RunConfig.from_dict(data, str(path)), grid
 
 
@@ -241,8 +256,8 @@ def read_plan(folder: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
         raise UsageError(f"{path}: unreadable plan (not JSON); use --overwrite to start the sweep again") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{path}: not a {FORMAT} plan; use another --name")

@@ -154,6 +154,10 @@ def train(
     device = resolve_device(tc.device)
     model_cfg = resolve_model(config.model)
 
+    if resume:
+        from sparsecap_engine.training.state import check_vocab
+
+        check_vocab(run)  # before anything is rewritten: a swapped vocab.json would size the model and be baked in
     saved_vocab = load_tokenizer(run.vocab_path) if resume and run.vocab_path.is_file() else None
     splits = splits or load_splits(config.data, vocab=saved_vocab, progress=progress, model=model_cfg)
     model_cfg = fit_encoder(model_cfg, splits)  # region features → regions encoder of their width

@@ -117,4 +117,6 @@ class RadixTokenizer:
         return cls(Vocab.from_json(json.dumps({"itos": itos}), source), base)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(self.to_json())
+        from sparsecap_engine.atomic import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_json())

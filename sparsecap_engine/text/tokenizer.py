@@ -29,7 +29,7 @@ def tokenizer_from_json(text: str, source: str = "tokenizer") -> Tokenizer:
     """Read either kind back from its JSON (the ``format`` field decides)."""
     try:
         fmt = json.loads(text).get("format")
-    except (json.JSONDecodeError, AttributeError):
+    except (json.JSONDecodeError, AttributeError, TypeError):  # TypeError: not text at all (a number, a table)
         raise DataError(f"{source}: not a sparsecap tokenizer (invalid JSON)") from None
     if fmt == RADIX_FORMAT:
         return RadixTokenizer.from_json(text, source)
@@ -40,4 +40,8 @@ def load_tokenizer(path: Path) -> Tokenizer:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"tokenizer not found: {path}")
-    return tokenizer_from_json(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable tokenizer ({exc.__class__.__name__})") from None
+    return tokenizer_from_json(text, str(path))

@@ -69,7 +69,9 @@ class Vocab:
         return cls(itos[4:])
 
     def save(self, path: Path) -> None:
-        path.write_text(self.to_json())
+        from sparsecap_engine.atomic import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_json())  # unchanged on resume: left alone
 
     @classmethod
     def load(cls, path: Path) -> Vocab:

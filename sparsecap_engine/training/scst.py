@@ -23,6 +23,7 @@ method as hooks, so its masks stay as they are.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,11 +81,15 @@ class ScstOptions:
             raise UsageError(f"unknown --scst-baseline {self.baseline!r}; choose from {', '.join(BASELINES)}")
         if self.samples < 1:
             raise UsageError(f"--scst-samples must be at least 1 (got {self.samples})")
+        if self.samples > 1000:  # captions drawn per image and step
+            raise UsageError(f"--scst-samples must be at most 1000 (got {self.samples})")
         if self.baseline == "mean" and self.samples < 2:
             raise UsageError("--scst-baseline mean is the mean of the other samples: it needs --scst-samples >= 2")
         if len(self.bleu_weights) > 4:
             raise UsageError(f"--bleu-weight takes at most 4 weights (BLEU-1..4), got {len(self.bleu_weights)}")
         weights = [self.cider_weight, *self.bleu_weights]
+        if not all(math.isfinite(w) for w in weights):
+            raise UsageError(f"reward weights must be finite numbers, got {weights}")
         if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
             raise UsageError("reward weights must be >= 0 and not all zero (--cider-weight, --bleu-weight)")
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,11 @@ import torch
 from sparsecap_engine.config import DataConfig, ModelConfig, RunConfig
 from sparsecap_engine.data.captions import CaptionSet, load_records
 from sparsecap_engine.data.features import RegionFeatures
+from sparsecap_engine.data.images import image_size_problem
 from sparsecap_engine.data.synthetic import ensure_default_dataset
 from sparsecap_engine.errors import DataError, UsageError
 from sparsecap_engine.models.presets import DEFAULT_PRESET
-from sparsecap_engine.models.registry import MODELS, preset
+from sparsecap_engine.models.registry import MODELS, model_problem, preset
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.text.tokenizer import build_tokenizer
 from sparsecap_engine.text.vocab import Vocab
@@ -24,12 +26,18 @@ from sparsecap_engine.text.vocab import Vocab
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` as a torch device; anything else (``tpu``, ``meta``, ``""``, a
+    CUDA index past the last GPU) is a one-line ``UsageError``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but CUDA is not available (run `sparsecap doctor`)")
-    if name != "cpu" and not name.startswith("cuda"):
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d{1,4})?", name):
         raise UsageError(f"unknown device {name!r}; choose from auto, cpu, cuda, cuda:N")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was asked for but CUDA is not available (run `sparsecap doctor`)")
+        index, count = int(name.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            raise UsageError(f"--device {name}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})")
     return torch.device(name)
 
 
@@ -130,6 +138,7 @@ def load_splits(
 
 def check_config(config: RunConfig) -> None:
     """Fail fast (before a run directory or dataset is touched) on values that cannot work."""
+    from sparsecap_engine.decoding.api import MAX_LEN
     from sparsecap_engine.training.schedules import SCHEDULES
 
     resolve_model(config.model)
@@ -165,9 +174,29 @@ def check_config(config: RunConfig) -> None:
             raise UsageError(f"model.{key} must be at least 1, got {value}")
         if isinstance(value, float) and "drop" in key and not 0 <= value < 1:
             raise UsageError(f"model.{key} must be in [0, 1), got {value}")
-    with torch.device("meta"):  # shapes only: catches bad sizes and sharing options before anything is written
-        params = {k: v for k, v in model.items() if k not in ("name", "encoder", "encoder_args")}
-        MODELS[model["name"]](vocab_size=16, feat_dim=8, **params)
+    problem = model_problem(model)  # built on the meta device: bad sizes, types and options, absurd parameter counts
+    if problem:
+        raise UsageError(f"model config {problem}")
+    problem = image_size_problem(config.data.image_size)
+    if problem:
+        raise UsageError(f"data.image_size {problem}")
+    if config.data.max_len > MAX_LEN:
+        raise UsageError(f"data.max_len must be at most {MAX_LEN}, got {config.data.max_len}")
+    tc = config.train
+    for name, value, ok, want in (
+        ("data.min_word_count", config.data.min_word_count, config.data.min_word_count >= 0, "≥ 0"),
+        ("data.radix_base", config.data.radix_base, config.data.radix_base == 0 or config.data.radix_base >= 2,
+         "0 (the preset's) or ≥ 2"),
+        ("train.num_threads", tc.num_threads, 0 <= tc.num_threads <= 1024, "between 0 (torch's default) and 1024"),
+        ("train.val_images", tc.val_images, tc.val_images >= 1, "≥ 1"),
+        ("train.samples", tc.samples, tc.samples >= 0, "≥ 0"),
+        ("train.keep_steps", tc.keep_steps, all(isinstance(k, int) and 1 <= k <= tc.steps for k in tc.keep_steps),
+         f"steps between 1 and train.steps ({tc.steps})"),
+    ):
+        if not ok:
+            raise UsageError(f"{name} must be {want}, got {value}")
+    if config.scst and not config.scst.get("source"):
+        raise UsageError("[scst] settings start an SCST stage: give --scst --from RUN")
     kind, base = resolve_tokenizer(config.data, model)
     if kind not in ("word", "radix"):
         raise UsageError(f"unknown tokenizer {kind!r}; choose from word, radix")

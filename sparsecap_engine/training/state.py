@@ -54,6 +54,9 @@ def load_trainer_state(run: RunDir, model: CaptionModel, optimizer, scaler, devi
         step = int(state["step"])
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
         raise CheckpointError(f"unreadable trainer state {path} ({exc.__class__.__name__})") from None
+    if step < 0:
+        raise CheckpointError(f"unreadable trainer state {path} (step {step})")
+    check_vocab(run)
     weights = state.get("model")
     if weights is None:
         weights, _ = read_state(run.checkpoint("last"))
@@ -63,9 +66,33 @@ def load_trainer_state(run: RunDir, model: CaptionModel, optimizer, scaler, devi
         call(hooks, "load_state_dict", state.get("hooks") or {})
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-    except (KeyError, RuntimeError, ValueError) as exc:
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate((3, tuple(state["python_rng"]), None))
+        return step, state["best_cider"], state["best_step"]
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise CheckpointError(f"{path} does not fit this run's model and options ({first})") from None
-    torch.set_rng_state(state["torch_rng"])
-    random.setstate((3, tuple(state["python_rng"]), None))
-    return step, state["best_cider"], state["best_step"]
+
+
+def check_vocab(run: RunDir) -> None:
+    """``vocab.json`` must be the vocabulary the run's checkpoints were trained with (their metadata holds it): a
+    swapped or edited file would be baked into the resumed run, its captions written in the wrong words."""
+    import json
+
+    from sparsecap_engine.checkpoint.dense import read_file
+
+    last = run.checkpoints / "last.safetensors"
+    if not (run.vocab_path.is_file() and last.is_file()):
+        return
+    try:
+        saved = json.loads(run.vocab_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{run.vocab_path}: unreadable vocabulary ({exc.__class__.__name__})") from None
+    meta = read_file(last)[1]
+    try:
+        trained = json.loads(meta["vocab"])
+    except (KeyError, TypeError, ValueError):
+        return  # an old or odd checkpoint: loading its weights will judge it
+    if saved != trained:
+        raise CheckpointError(f"{run.vocab_path} is not the vocabulary {last.name} was trained with (edited or "
+                              "swapped?); restore it to resume")
