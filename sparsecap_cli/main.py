@@ -20,6 +20,7 @@ from sparsecap_cli.commands import (
     sweep,
     train,
 )
+from sparsecap_cli.launch import torchrun_argv
 from sparsecap_cli.render import err_console
 from sparsecap_engine import __version__
 from sparsecap_engine.errors import SparsecapError
@@ -69,6 +70,11 @@ def run(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     try:
         try:
+            torchrun_args = torchrun_argv(args)
+            if torchrun_args is not None:  # `train|prune --nproc N`: this process runs torchrun and its N workers
+                from sparsecap_cli.launch import launch
+
+                sys.exit(launch(torchrun_args))
             app(args=args, prog_name="sparsecap")
         except BaseException as exc:
             if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
@@ -90,8 +96,13 @@ def run(argv: list[str] | None = None) -> None:
         if debug:
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""
+        if any(c.__name__.startswith("Dist") for c in type(exc).__mro__) or "/gloo/" in first or "NCCL" in first:
+            err_console.print(f"[bold red]error:[/bold red] lost the other processes of the job (one crashed, was "
+                              f"killed or timed out): {escape(first)}", highlight=False, soft_wrap=True)
+            sys.exit(1)
         err_console.print(
-            f"[bold red]internal error:[/bold red] {exc.__class__.__name__}: {first} (rerun with --debug for details)",
+            f"[bold red]internal error:[/bold red] {exc.__class__.__name__}: {escape(first)} "
+            "(rerun with --debug for details)",
             highlight=False,
             soft_wrap=True,
         )

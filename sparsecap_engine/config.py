@@ -84,6 +84,10 @@ class TrainConfig:
     num_threads: int = 0
     #: also save ``checkpoints/step-<k>.safetensors`` after these steps (lottery-ticket late rewinding)
     keep_steps: list[int] = field(default_factory=list)
+    #: multi-process runs (torchrun): ``auto`` (nccl on CUDA, gloo on the CPU) | ``gloo`` | ``nccl``
+    dist_backend: str = "auto"
+    #: multi-process runs: seconds any collective may wait for the other ranks before the job fails
+    dist_timeout: float = 600.0
 
 
 @dataclass

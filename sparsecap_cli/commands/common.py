@@ -14,10 +14,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sparsecap_cli.signals import StopSignals
+    from sparsecap_engine.training.distributed import Dist
 
 
 #: config keys that say how a run executes, not what it computes: allowed with ``--resume``
-EXECUTION_KEYS = ("train.num_threads", "train.device")
+EXECUTION_KEYS = ("train.num_threads", "train.device", "train.dist_backend", "train.dist_timeout")
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
@@ -163,13 +164,29 @@ def raise_for_status(status: str, message: str, signals: StopSignals | None = No
         raise Interrupted(message, code)
 
 
+def join_job(cfg: RunConfig) -> Dist:
+    """Join the ``torchrun`` job this process is part of (nothing to join alone): ranks other than 0 print nothing
+    but their errors, and write nothing into the run directory."""
+    from sparsecap_cli.render import console
+    from sparsecap_engine.training.distributed import init_from_env
+
+    dist = init_from_env(cfg.train.device, cfg.train.dist_backend, cfg.train.dist_timeout)
+    dist.check_batch(cfg.train.batch_size)  # on every rank, before rank 0 creates the run
+    if not dist.is_main:
+        console.quiet = True
+    return dist
+
+
 def run_stoppable(job: Callable[..., Any], run_path: Path, tui: bool, quiet: bool) -> tuple[Any, StopSignals]:
     """Run ``job(stop=…, progress=…)`` (a training or pruning run) with Ctrl-C/SIGTERM handled by
     :class:`StopSignals`: under the live monitor with ``tui``, else with a progress bar. Returns its result and the
     signals (for the exit code)."""
     from sparsecap_cli.render import console, progress_bar
     from sparsecap_cli.signals import StopSignals
+    from sparsecap_engine.training.distributed import current
 
+    if not current().is_main:  # rank 0 shows the progress and the monitor
+        tui, quiet = False, True
     with StopSignals(console.print) as signals:
         if tui:
             from sparsecap_cli.tui.attach import run_with_monitor

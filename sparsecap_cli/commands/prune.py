@@ -9,6 +9,7 @@ from rich.table import Table
 
 from sparsecap_cli.commands.common import (
     default_run_name,
+    join_job,
     prune_config,
     raise_for_status,
     resume_overrides,
@@ -100,6 +101,9 @@ def prune(
                                 "(its own config and pruning options; other options are not allowed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    nproc: int = typer.Option(1, "--nproc", help="Train as N processes on this machine (DDP: torchrun "
+                              "--standalone --nproc-per-node N); --batch-size stays the global batch.",
+                              rich_help_panel="Scale out"),
     tui: bool = typer.Option(False, "--tui", help="Watch the run in the live monitor; quitting asks: stop or detach."),
 ) -> None:
     """Prune a captioning model to a target sparsity and write the pruned checkpoint, a per-layer table and chart.
@@ -114,6 +118,8 @@ def prune(
 
     if name is not None:
         check_run_name(name)
+    if nproc != 1:  # `sparsecap … --nproc N` re-launches itself under torchrun before this point (launch.py)
+        raise UsageError("--nproc is handled by the sparsecap executable (`sparsecap train --nproc N …`)")
 
     given = {
         "method": method,
@@ -154,17 +160,23 @@ def prune(
             raise UsageError(f"{run.path} is not a pruning run: resume it with "
                              f"`sparsecap train --resume --name {name}`")
         plan = plan_prune(cfg)
-        run.lock()  # held to the end: a second --resume of the run is refused, naming this process
+        if join_job(cfg).is_main:
+            run.lock()  # held to the end: a second --resume of the run is refused, naming this process
     else:
         cfg = prune_config(config, flags, sets, {k: v for k, v in given.items() if v is not None})
         plan = plan_prune(cfg)  # every check before the run directory is created
-        run = RunDir.create(runs_root / (name or default_run_name(cfg, f"-{plan.opts.method}-{plan.opts.sparsity:g}")),
-                            overwrite=overwrite)
+        path = runs_root / (name or default_run_name(cfg, f"-{plan.opts.method}-{plan.opts.sparsity:g}"))
+        run = join_job(cfg).on_main(lambda: RunDir.create(path, overwrite=overwrite))  # rank 0 creates, all get it
     opts = plan.opts
     console.print(f"run: [bold]{run.path}[/bold]  method: [bold]{opts.method}[/bold]  "
                   f"target sparsity: {opts.sparsity:g}")
     result, signals = run_stoppable(lambda **kw: run_prune(cfg, run, plan=plan, resume=resume, **kw), run.path,
                                     tui, quiet)
+    if not join_job(cfg).is_main:  # rank 0 reports and writes the outputs; the others exit as it does
+        if result.status == "target-missed":
+            raise TargetMissedError(result.message)
+        raise_for_status(result.status, result.message, signals)
+        return
     console.print(scores_table(f"validation ({result.status})", result.metrics))
     console.print(layer_table(result.report, result.target))
     for warning in result.warnings:

@@ -9,6 +9,7 @@ import typer
 from sparsecap_cli.commands.common import (
     build_config,
     default_run_name,
+    join_job,
     raise_for_status,
     resume_overrides,
     run_stoppable,
@@ -43,6 +44,9 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run --name from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    nproc: int = typer.Option(1, "--nproc", help="Train as N processes on this machine (DDP: torchrun "
+                              "--standalone --nproc-per-node N); --batch-size stays the global batch.",
+                              rich_help_panel="Scale out"),
     tui: bool = typer.Option(False, "--tui", help="Watch the run in the live monitor; quitting asks: stop or detach."),
     scst: bool = typer.Option(False, "--scst", help="Self-critical fine-tuning (SCST) of --from RUN, in a new run."),
     source: Path | None = typer.Option(None, "--from", help="SCST: the trained run (or checkpoint) to start from."),
@@ -63,6 +67,8 @@ def train(
 
     if name is not None:
         check_run_name(name)
+    if nproc != 1:  # `sparsecap … --nproc N` re-launches itself under torchrun before this point (launch.py)
+        raise UsageError("--nproc is handled by the sparsecap executable (`sparsecap train --nproc N …`)")
     from sparsecap_engine.recipes.train import train as train_run
     from sparsecap_engine.training.setup import check_config
 
@@ -83,7 +89,8 @@ def train(
         if cfg.prune.get("method"):
             raise UsageError(f"{run.path} is a pruning run ({cfg.prune['method']}): resume it with "
                              f"`sparsecap prune --resume --name {name}`")
-        run.lock()  # held to the end: a second --resume of the run is refused, naming this process
+        if join_job(cfg).is_main:
+            run.lock()  # held to the end: a second --resume of the run is refused, naming this process
     else:
         if scst:
             cfg = _scst_config(config, flags, sets, source, source_checkpoint, scst_samples, scst_sample,
@@ -93,7 +100,8 @@ def train(
         else:
             cfg = build_config(config, flags, sets)
         check_config(cfg)
-        run = RunDir.create(runs_root / (name or default_run_name(cfg, "-scst" if scst else "")), overwrite=overwrite)
+        path = runs_root / (name or default_run_name(cfg, "-scst" if scst else ""))
+        run = join_job(cfg).on_main(lambda: RunDir.create(path, overwrite=overwrite))  # rank 0 creates, all get it
     train_fn = train_run
     if cfg.scst:
         from sparsecap_engine.recipes.scst import run_scst as train_fn  # the SCST stage: same recipe, SCST loss

@@ -94,8 +94,10 @@ class Supermask(MaskBase):
 
     def __init__(self, shape: torch.Size, init: float = 5.0, device: torch.device | None = None):
         super().__init__()
-        logits = torch.full(shape, float(init), device=device, requires_grad=True)
-        object.__setattr__(self, "logits", logits)  # not an nn.Parameter of the model
+        logits = nn.Parameter(torch.full(shape, float(init), device=device))
+        # a Parameter (so DistributedDataParallel can own it, training/distributed.py) but not the model's: set
+        # around nn.Module's registration
+        object.__setattr__(self, "logits", logits)
         self._kept = None
         #: once hardened (``fix``), a frozen 0/1 mask replaces the Bernoulli sample and the rounding
         self.fixed: Tensor | None = None
@@ -112,11 +114,13 @@ class Supermask(MaskBase):
     def fix(self, mask: Tensor) -> None:
         """Freeze the mask: from now on ``w ⊙ mask`` in training and eval alike; the logits get no gradient."""
         self.fixed = mask.detach().to(self.logits.device, torch.bool).clone()
+        self.logits.requires_grad_(False)  # out of training: the optimiser and DDP leave them alone
         self.clear()
 
     def move_to(self, device: torch.device) -> None:
         if self.logits.device != device:
-            object.__setattr__(self, "logits", self.logits.detach().to(device).requires_grad_(True))
+            object.__setattr__(self, "logits", nn.Parameter(self.logits.detach().to(device),
+                                                            requires_grad=self.fixed is None))
             if self.fixed is not None:
                 self.fixed = self.fixed.to(device)
             self.clear()

@@ -431,6 +431,8 @@ class SnipMethod(PruneMethod):
             raise UsageError(f"--snip-batches must be between 1 and {MAX_SNIP_BATCHES}, got {snip_batches}")
         self.snip_batches = int(snip_batches)
         self.loss_fn: Callable[[nn.Module, int], Tensor] | None = None
+        #: multi-process runs: averages the summed gradients over the ranks before the selection (in place)
+        self.reduce: Callable[[list[Tensor]], None] | None = None
         self.done = False
 
     def saliency(self) -> dict[str, Tensor]:
@@ -446,6 +448,8 @@ class SnipMethod(PruneMethod):
                 if w.grad is not None:
                     grads[name] += w.grad
         self.model.zero_grad(set_to_none=True)
+        if self.reduce is not None:
+            self.reduce(list(grads.values()))
         return snip_scores(weights, grads)
 
     def prune_now(self) -> None:

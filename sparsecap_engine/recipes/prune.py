@@ -34,6 +34,7 @@ from sparsecap_engine.pruning.methods import PRUNE_METHODS, PruneMethod, Superma
 from sparsecap_engine.pruning.report import sparsity_report, summary, write_report
 from sparsecap_engine.pruning.scope import in_scope, prunable
 from sparsecap_engine.runs import RunDir
+from sparsecap_engine.training.distributed import current
 
 #: methods that prune a trained model and so need ``--from``
 NEEDS_SOURCE = ("magnitude", "lottery", "fixed")
@@ -147,19 +148,15 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
 
 def xe_loss_fn(config: RunConfig, splits) -> Callable[[nn.Module, int], Tensor]:
     """``loss(model, i)``: caption XE of the i-th saliency batch (random training images, seeded)."""
-    from sparsecap_engine.training.losses import caption_xe
+    from sparsecap_engine.training.objectives import xe_batch_loss
 
     per_img, size = config.data.seq_per_img, config.train.batch_size
 
     def loss(model: nn.Module, i: int) -> Tensor:
-        device = next(model.parameters()).device
         gen = torch.Generator().manual_seed(config.train.seed * 7907 + i)
         index = torch.randperm(len(splits.train), generator=gen)[:size].tolist()
-        tokens = splits.train.caption_batch(index, per_img, gen).to(device)
-        batch = {k: v.to(device) for k, v in splits.train.image_batch(index).items()}
-        memory = model.expand_memory(model.encode(batch), per_img)
-        logprobs = model(memory, tokens[:, :-1])
-        return caption_xe(logprobs.float(), tokens[:, 1:], splits.vocab.pad_id, config.optim.label_smoothing)
+        return xe_batch_loss(model, splits.train, index, gen, per_img, splits.vocab.pad_id,
+                             config.optim.label_smoothing)[0]
 
     return loss
 
@@ -322,12 +319,16 @@ def run_prune(
         method = make_method(opts, config.train.steps, masks, target)
         if opts.method == "snip":
             method.loss_fn = xe_loss_fn(config, splits)
+            method.reduce = current().average_  # each rank's block of the saliency batch, averaged
         res = train(config, run, progress, hooks=method, init_weights=src.state if src else None, stop=stop,
                     splits=splits, resume=resume)
 
     if res.status == "diverged":  # run_end says so; the last good checkpoint stays as it was
         raise DivergedError(res.message)
     reached = bool(res.reached)  # the recipe's end-of-run verdict: final masks within 5 % of the target, best kept
+    if not current().is_main:  # rank 0 writes the pruned checkpoint and the tables
+        return PruneResult(run, res.status, target, method.sparsity(), reached, res.target_message or res.message,
+                           res.best_step, res.best_cider, res.last_metrics, {}, {}, list(method.warnings), notes)
     rep, outputs, which = finish(run, target, opts.method, reached)
     s = rep["pruned"]["sparsity"]
     msg = res.target_message or f"target sparsity {target:g} {'reached' if reached else 'missed'}: final {s:.4f}"
@@ -364,7 +365,8 @@ def _lottery(config, run, opts, src, splits, progress, stop, notes):
             sel = select(opts.criterion, {n: trained[n] for n in names}, s_r, prev, opts.min_density)
             masks = sel.masks
         last = r == opts.rounds
-        round_run = run if last else RunDir.create(run.path / "rounds" / f"round-{r}", overwrite=True)
+        round_run = run if last else current().on_main(
+            lambda r=r: RunDir.create(run.path / "rounds" / f"round-{r}", overwrite=True))
         method = make_method(opts, config.train.steps, masks, s_r)
         if sel is not None:
             method.warnings = sel.warnings()

@@ -31,6 +31,7 @@ from sparsecap_engine.plots import curves_png
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.runs import EventLog, RunDir
 from sparsecap_engine.text.tokenizer import load_tokenizer
+from sparsecap_engine.training.distributed import NO_LOG, current, data_parallel, trained_state
 from sparsecap_engine.training.gradients import clip_gradients
 from sparsecap_engine.training.hooks import call
 from sparsecap_engine.training.objectives import Objective, xe_objective
@@ -101,19 +102,26 @@ def target_check(report: dict[str, Any] | None, best_step: int | None) -> tuple[
 def validate(
     model: CaptionModel, data, vocab, device: torch.device, n_images: int, max_len: int, batch_size: int = 64
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Greedy captions for the first ``n_images`` images → (metrics, per-image items)."""
+    """Greedy captions for the first ``n_images`` images → (metrics, per-image items). In a multi-process run each
+    rank decodes every ``world``-th image and the captions are gathered: every rank scores the same set."""
     model.eval()
+    dist = current()
     n = min(n_images, len(data)) if n_images > 0 else len(data)
     opts = DecodeOptions(max_len=max_len)
+    mine = list(range(dist.rank, n, dist.world))
+    caps: dict[int, str] = {}
+    for start in range(0, len(mine), batch_size):
+        index = mine[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in data.image_batch(index).items()}
+        caps.update(zip(index, caption_batch(model, batch, vocab, opts), strict=True))
+    for part in dist.gather(caps) if dist.active else ():
+        caps.update(part)
     hyps: dict[int, str] = {}
     items: list[dict[str, Any]] = []
-    for start in range(0, n, batch_size):
-        index = list(range(start, min(n, start + batch_size)))
-        batch = {k: v.to(device) for k, v in data.image_batch(index).items()}
-        for i, cap in zip(index, caption_batch(model, batch, vocab, opts), strict=True):
-            rec = data.records[i]
-            hyps[rec.image_id] = cap
-            items.append({"image": str(rec.path), "image_id": rec.image_id, "caption": cap})
+    for i in range(n):
+        rec = data.records[i]
+        hyps[rec.image_id] = caps[i]
+        items.append({"image": str(rec.path), "image_id": rec.image_id, "caption": caps[i]})
     refs = data.references(range(n))
     cider, _ = compute_cider(refs, hyps)
     bleu, _ = bleu_scores(refs, hyps)
@@ -147,11 +155,15 @@ def train(
     ``hooks`` is a pruning method or any plug-in (see ``hooks.py``)."""
     tc, oc = config.train, config.optim
     check_config(config)
-    run.lock()  # one writer per run: a second `--resume` of it is told who holds it, before anything is read
+    dist = current()  # a multi-process run (torchrun): rank 0 alone writes into the run directory
+    main = dist.is_main
+    dist.check_batch(tc.batch_size)
+    if main:
+        run.lock()  # one writer per run: a second `--resume` of it is told who holds it, before anything is read
     seed_everything(tc.seed)
     if tc.num_threads > 0:
         torch.set_num_threads(tc.num_threads)
-    device = resolve_device(tc.device)
+    device = dist.device(resolve_device(tc.device))
     model_cfg = resolve_model(config.model)
 
     if resume:
@@ -163,10 +175,11 @@ def train(
     model_cfg = fit_encoder(model_cfg, splits)  # region features → regions encoder of their width
     vocab = splits.vocab
     objective = objective or xe_objective(config, vocab.pad_id)
-    vocab.save(run.vocab_path)
-    run.save_config(config)
     model = build_model(model_cfg, len(vocab))
-    write_breakdown(run.path / "model_params.json", model)
+    if main:
+        vocab.save(run.vocab_path)
+        run.save_config(config)
+        write_breakdown(run.path / "model_params.json", model)
     if init_weights is not None:
         model.load_state_dict(init_weights)
     call(hooks, "attach", model)
@@ -183,6 +196,8 @@ def train(
     regions = splits.train.features.regions if splits.train.features is not None else None
 
     def save(name: str, step: int, **extra: Any) -> None:
+        if not main:
+            return
         path = run.checkpoints / f"{name}.safetensors"
         meta = {"step": step, "image_size": config.data.image_size, **extra}
         if regions:  # e.g. the synthetic scenes' regions: `caption` computes them from an image's pixels
@@ -194,14 +209,14 @@ def train(
         else:
             save_model(path, model, vocab, **meta)
 
-    log = EventLog(run.events_path)
+    log = EventLog(run.events_path) if main else NO_LOG
     start, best_cider, best_step = 0, None, None
     last_saved: int | None = None
     last_report: dict[str, Any] | None = None
     if resume:
-        for stale in run.checkpoints.glob(".*.tmp"):  # a write a kill interrupted: the finished file is intact
-            stale.unlink(missing_ok=True)
-        start, best_cider, best_step = load_trainer_state(run, model, optimizer, scaler, device, hooks)
+        for stale in run.checkpoints.glob(".*.tmp") if main else ():  # a write a kill interrupted: the finished
+            stale.unlink(missing_ok=True)  # file is intact
+        start, best_cider, best_step = load_trainer_state(run, model, optimizer, scaler, device, hooks, dist.world)
         last_saved = start
         logged = max((e["step"] for e in run.events() if e.get("kind") == "train"), default=0)
     else:
@@ -209,7 +224,7 @@ def train(
         save("init", 0)
         log.write("run_start", 0, config=config.to_dict(), model=model_cfg, device=str(device),
                   params=sum(p.numel() for p in model.parameters()), train_images=len(splits.train),
-                  skipped_train_images=splits.skipped_train)
+                  skipped_train_images=splits.skipped_train, processes=dist.world)
 
     def checkpoint(step: int, metrics: dict[str, float] | None) -> None:
         """``last`` and the trainer state; ``best`` too when ``metrics`` beat it (None: a save without validation)."""
@@ -221,8 +236,9 @@ def train(
         if is_best:
             best_cider, best_step = metrics["CIDEr-D"], step
             save("best", step, metrics=metrics)
-        save_trainer_state(run, step, optimizer, scaler, best_cider, best_step, model,
-                           call(hooks, "state_dict", default=None))
+        if main:
+            save_trainer_state(run, step, optimizer, scaler, best_cider, best_step, model,
+                               call(hooks, "state_dict", default=None), dist.world)
         log.write("checkpoint", step, path=str(run.checkpoints / "last.safetensors"), best=is_best)
 
     def evaluate(step: int) -> dict[str, float]:
@@ -234,16 +250,23 @@ def train(
         if report is not None:
             log.write("sparsity", step, **report)
             last_report = report
+        if dist.active:  # identical by construction: a drift would be a bug, never a silently different model
+            dist.check_same(trained_state(model, extra_params), f"weights and masks at step {step}")
         checkpoint(step, metrics)
         return metrics
 
     amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
+    extra_params = [p for g in optimizer.param_groups[1:] for p in g["params"]]  # e.g. supermask logits
+    trainable = [p.requires_grad for p in extra_params]  # DDP's parameters: wrapped again when this changes
+    step_loss = objective if not dist.active else data_parallel(model, extra_params, objective)
     metrics: dict[str, float] = {}
     status, message, done = "completed", "", start
     t0, seen = time.perf_counter(), 0
     try:
         for step in range(start, tc.steps):
             reason = stop() if stop is not None else None
+            if dist.active and dist.any(bool(reason)) and not reason:  # every rank stops at the same step
+                reason = "a signal reached another rank"
             if reason:  # a string names a signal (interrupted); True is the monitor's Stop button
                 status = "interrupted" if isinstance(reason, str) else "stopped"
                 message = f"{reason}; last checkpoint saved" if isinstance(reason, str) else "stopped by the user"
@@ -253,16 +276,22 @@ def train(
                 if g["scheduled"]:
                     g["lr"] = lr
             call(hooks, "before_step", step)
+            if dist.active and trainable != [p.requires_grad for p in extra_params]:  # e.g. supermask hardened
+                trainable = [p.requires_grad for p in extra_params]
+                step_loss = data_parallel(model, extra_params, objective)
             index = _batch_index(step, tc.batch_size, len(splits.train), tc.seed)
             with amp_ctx():
-                loss, info = objective(model, splits.train, index, step)
+                loss, info = step_loss(model, splits.train, index, step)
                 extra = call(hooks, "extra_loss", step)
                 total = loss + extra if extra is not None else loss
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.unscale_(optimizer)
             norm = clip_gradients(optimizer, oc.grad_clip, oc.grad_clip_mode)
-            if not use_amp and not bool(torch.isfinite(total.detach() + norm)):  # one device sync per step
+            finite = bool(torch.isfinite(total.detach() + norm))  # one device sync per step
+            if dist.active:
+                finite = not dist.any(not finite)
+            if not use_amp and not finite:
                 # AMP's scaler skips such steps itself; in fp32 the update would poison the weights
                 value = total.item()
                 what = f"loss {value:g}" if not math.isfinite(value) else "gradient norm not finite"
@@ -273,15 +302,15 @@ def train(
             scaler.update()
             call(hooks, "after_step", step)
             done = step + 1
-            seen += int(info.pop("items", len(index)))
+            seen += int(info.pop("items", len(index))) * dist.world
             if done in tc.keep_steps:  # weights at step k, for lottery-ticket late rewinding
                 save(f"step-{done}", done)
             if (done % tc.log_every == 0 or done == tc.steps) and done > logged:  # a replayed step: logged already
                 rate = seen / max(1e-9, time.perf_counter() - t0)
                 epoch = step * tc.batch_size / max(1, len(splits.train))
-                log.write("train", done, epoch=round(epoch, 3), loss=loss.item(), lr=lr, items_per_s=round(rate, 1),
-                          **info)
-                progress("train", done, tc.steps, loss=loss.item(), items_per_s=round(rate, 1), **info)
+                value = (dist.sum(loss.detach()) / dist.world).item()  # the global batch's loss
+                log.write("train", done, epoch=round(epoch, 3), loss=value, lr=lr, items_per_s=round(rate, 1), **info)
+                progress("train", done, tc.steps, loss=value, items_per_s=round(rate, 1), **info)
                 t0, seen = time.perf_counter(), 0
             if done % tc.val_every == 0 and done != tc.steps:
                 metrics = evaluate(done)
@@ -303,6 +332,8 @@ def train(
     message = "; ".join(m for m in (message, note.pop("message", "")) if m)
     log.write("run_end", step, status=status, message=message, best_step=best_step, best_cider=best_cider, **note)
     log.close()
-    atomic_write_bytes(run.plots / "curves.png", curves_png(run.events(), run.path.name))
+    if main:
+        atomic_write_bytes(run.plots / "curves.png", curves_png(run.events(), run.path.name))
+    dist.barrier()  # rank 0's files are complete before any rank goes on (a lottery round reads them)
     reached, target_message = verdict if verdict is not None else (None, "")
     return TrainResult(run, status, step, best_step, best_cider, metrics, reached, target_message, message)

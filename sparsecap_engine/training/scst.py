@@ -41,6 +41,7 @@ from sparsecap_engine.metrics.cider import CiderD
 from sparsecap_engine.metrics.ngrams import count_ngrams
 from sparsecap_engine.models.base import CaptionModel
 from sparsecap_engine.runs import RunDir
+from sparsecap_engine.training.distributed import current
 from sparsecap_engine.training.objectives import Objective
 
 SAMPLERS = ("random", "beam")
@@ -119,7 +120,8 @@ class CaptionReward:
             cider = CiderD.load_df(path)
         else:
             cider = CiderD.from_refs(dict(enumerate(refs)))
-            cider.save_df(path)
+            if current().is_main:  # rank 0 alone writes into the run
+                cider.save_df(path)
         return cls(refs, cider, opts.cider_weight, opts.bleu_weights)
 
     def __call__(self, hyps: Sequence[str], images: Sequence[int]) -> np.ndarray:
@@ -143,10 +145,12 @@ def leave_one_out(rewards: np.ndarray) -> np.ndarray:
     return (rewards.sum(1, keepdims=True) - rewards) / (n - 1)
 
 
-def reward_loss(logprobs: Tensor, mask: Tensor, advantage: Tensor) -> Tensor:
-    """``−Σ log p · m · (r − b) / Σ m`` over (N, T) token log-probs, their mask and the (N,) advantages."""
+def reward_loss(logprobs: Tensor, mask: Tensor, advantage: Tensor, count: Tensor | None = None) -> Tensor:
+    """``−Σ log p · m · (r − b) / Σ m`` over (N, T) token log-probs, their mask and the (N,) advantages (``count``
+    replaces ``Σ m``: multi-process runs normalise by the global token count, ``training/distributed.py``)."""
     m = mask.to(logprobs.dtype)
-    return -(logprobs * m * advantage.to(logprobs.dtype).unsqueeze(1)).sum() / m.sum().clamp_min(1.0)
+    total = m.sum().clamp_min(1.0) if count is None else count.to(logprobs.dtype).clamp_min(1e-12)
+    return -(logprobs * m * advantage.to(logprobs.dtype).unsqueeze(1)).sum() / total
 
 
 # --------------------------------------------------------------------------------------------------------- objective
@@ -158,12 +162,14 @@ def scst_objective(opts: ScstOptions, vocab, reward: Callable[[Sequence[str], Se
     ids = dict(bos=vocab.bos_id, eos=vocab.eos_id, pad=vocab.pad_id, max_len=max_len)
 
     def objective(model: CaptionModel, data, index: list[int], step: int) -> tuple[Tensor, dict[str, float]]:
+        dist = current()
+        index = dist.part(index)  # this process's block of the global batch, its own samples
         device = next(model.parameters()).device
         batch = {k: v.to(device) for k, v in data.image_batch(index).items()}
         memory = model.encode(batch)
         expanded = model.expand_memory(memory, n)
         if opts.sample == "random":
-            gen = torch.Generator(device=device).manual_seed(seed * 7919 + step)
+            gen = torch.Generator(device=device).manual_seed(seed * 7919 + step + 1_000_003 * dist.rank)
             seqs, token_logp = sample(model, expanded, generator=gen, constraints=rules, **ids)
         else:
             with torch.no_grad():
@@ -180,7 +186,7 @@ def scst_objective(opts: ScstOptions, vocab, reward: Callable[[Sequence[str], Se
         else:
             base = leave_one_out(rewards)
         advantage = torch.as_tensor((rewards - base).reshape(-1), device=device)
-        loss = reward_loss(token_logp, mask, advantage)
+        loss = reward_loss(token_logp, mask, advantage, dist.share(mask.sum()) if dist.active else None)
         info = {"items": len(index) * n, "reward": float(rewards.mean()), "baseline": float(base.mean())}
         return loss, info
 

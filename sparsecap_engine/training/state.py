@@ -23,9 +23,10 @@ def state_path(run: RunDir) -> Path:
 
 
 def save_trainer_state(run: RunDir, step: int, optimizer, scaler, best_cider, best_step,
-                       model: CaptionModel | None = None, hooks_state: dict | None = None) -> None:
+                       model: CaptionModel | None = None, hooks_state: dict | None = None, world: int = 1) -> None:
     state = {
         "step": step,
+        "world": world,
         "model": model.state_dict() if model is not None else None,
         "hooks": hooks_state or {},
         "optimizer": optimizer.state_dict(),
@@ -41,9 +42,10 @@ def save_trainer_state(run: RunDir, step: int, optimizer, scaler, best_cider, be
 
 
 def load_trainer_state(run: RunDir, model: CaptionModel, optimizer, scaler, device,
-                       hooks: object | None = None) -> tuple[int, float | None, int]:
+                       hooks: object | None = None, world: int = 1) -> tuple[int, float | None, int]:
     """Load the model (its raw state; an older state file: ``last`` weights), the hooks' state and the trainer
-    state; returns (step, best CIDEr-D, best step)."""
+    state; returns (step, best CIDEr-D, best step). ``world``: the processes resuming it, which must be the number
+    that trained it (the per-rank data blocks and random streams depend on it)."""
     from sparsecap_engine.training.hooks import call
 
     path = state_path(run)
@@ -56,6 +58,12 @@ def load_trainer_state(run: RunDir, model: CaptionModel, optimizer, scaler, devi
         raise CheckpointError(f"unreadable trainer state {path} ({exc.__class__.__name__})") from None
     if step < 0:
         raise CheckpointError(f"unreadable trainer state {path} (step {step})")
+    saved_world = int(state.get("world", 1))
+    if saved_world != world:
+        how = "in one process (no --nproc, no torchrun)" if saved_world == 1 else (
+            f"with {saved_world} processes in all (--nproc {saved_world}, or torchrun nodes × processes per node)")
+        raise CheckpointError(f"{run.path} was trained by {saved_world} process(es), this resume has {world}: "
+                              f"resume it {how}")
     check_vocab(run)
     weights = state.get("model")
     if weights is None:
