@@ -132,7 +132,12 @@ def training_flags(
     amp: bool | None,
     seed: int | None,
 ) -> dict[str, Any]:
-    """The training flags ``train`` and ``prune`` share, as dotted config keys (``None`` = not given)."""
+    """The training flags ``train`` and ``prune`` share, as dotted config keys (``None`` = not given). ``--preset``
+    alone names its model too (``--preset ort-paper`` is an ORT)."""
+    if preset is not None and model is None:
+        from sparsecap_engine.models.registry import PRESETS
+
+        model = PRESETS.get(preset, {}).get("name")  # an unknown preset is reported by the config's checks
     return {
         "model.name": model,
         "model.preset": preset,

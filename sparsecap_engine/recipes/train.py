@@ -191,7 +191,9 @@ def train(
     optimizer = torch.optim.Adam(groups, lr=oc.lr, betas=tuple(oc.betas), eps=oc.eps, weight_decay=oc.weight_decay)
     schedule = make_schedule(oc, tc.steps, int(model_cfg.get("d_model", model_cfg.get("rnn_size", 512))))
     use_amp = tc.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # AMP: bf16 where the GPU has it (fp32's range: no loss scaling), else fp16 with a GradScaler
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     regions = splits.train.features.regions if splits.train.features is not None else None
 
@@ -224,7 +226,8 @@ def train(
         save("init", 0)
         log.write("run_start", 0, config=config.to_dict(), model=model_cfg, device=str(device),
                   params=sum(p.numel() for p in model.parameters()), train_images=len(splits.train),
-                  skipped_train_images=splits.skipped_train, processes=dist.world)
+                  skipped_train_images=splits.skipped_train, processes=dist.world,
+                  amp=str(amp_dtype).removeprefix("torch.") if use_amp else None)
 
     def checkpoint(step: int, metrics: dict[str, float] | None) -> None:
         """``last`` and the trainer state; ``best`` too when ``metrics`` beat it (None: a save without validation)."""
@@ -255,7 +258,7 @@ def train(
         checkpoint(step, metrics)
         return metrics
 
-    amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
+    amp_ctx = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
     extra_params = [p for g in optimizer.param_groups[1:] for p in g["params"]]  # e.g. supermask logits
     trainable = [p.requires_grad for p in extra_params]  # DDP's parameters: wrapped again when this changes
     step_loss = objective if not dist.active else data_parallel(model, extra_params, objective)
@@ -291,8 +294,8 @@ def train(
             finite = bool(torch.isfinite(total.detach() + norm))  # one device sync per step
             if dist.active:
                 finite = not dist.any(not finite)
-            if not use_amp and not finite:
-                # AMP's scaler skips such steps itself; in fp32 the update would poison the weights
+            if not scaler.is_enabled() and not finite:
+                # fp16's scaler skips such steps itself; in fp32 or bf16 the update would poison the weights
                 value = total.item()
                 what = f"loss {value:g}" if not math.isfinite(value) else "gradient norm not finite"
                 kept = f"step {last_saved}" if last_saved is not None else "none"
@@ -309,6 +312,9 @@ def train(
                 rate = seen / max(1e-9, time.perf_counter() - t0)
                 epoch = step * tc.batch_size / max(1, len(splits.train))
                 value = (dist.sum(loss.detach()) / dist.world).item()  # the global batch's loss
+                if device.type == "cuda":  # this process's peak since the last log
+                    info["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+                    torch.cuda.reset_peak_memory_stats(device)
                 log.write("train", done, epoch=round(epoch, 3), loss=value, lr=lr, items_per_s=round(rate, 1), **info)
                 progress("train", done, tc.steps, loss=value, items_per_s=round(rate, 1), **info)
                 t0, seen = time.perf_counter(), 0
