@@ -10,14 +10,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from sparsecap_engine.humanize import number
+
 console = Console()
 err_console = Console(stderr=True)
 
 
 def _fmt(value: Any) -> str:
+    """Fixed notation for floats (``0.000012``, never ``1.2e-05``): the one number convention of human output."""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return number(value)
     return str(value)
+
+
+def _score(value: Any) -> str:
+    """A metric in fixed notation with 4 decimals (``0.0000``, never ``1.016e-13``)."""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 @contextmanager
@@ -48,10 +56,10 @@ def progress_bar(quiet: bool = False) -> Iterator[Any]:
 
 
 def scores_table(title: str, rows: dict[str, Any]) -> Table:
-    """A two-column table of metric name → value."""
+    """A two-column table of metric name → value (4 decimals)."""
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in rows.items():
-        table.add_row(key, _fmt(value) if value is not None else "[dim]unavailable[/dim]")
+        table.add_row(key, _score(value) if value is not None else "[dim]unavailable[/dim]")
     return table

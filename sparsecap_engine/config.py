@@ -38,6 +38,9 @@ class DataConfig:
     boxes: str = ""
     #: ``auto`` | ``relative`` | ``absolute`` (pixels, divided by the image's width and height)
     box_format: str = "auto"
+    #: DataLoader worker processes reading the region features ahead of the training steps; -1 = auto (up to 4 per
+    #: process on CUDA with region features, none otherwise: images are held in memory, and a CPU run's cores train)
+    workers: int = -1
 
 
 @dataclass

@@ -67,7 +67,7 @@ def _run(cmd: str, argv: list[str]) -> int:
         reached = target
         if name in _names("FAKE_MISS"):
             reached, status, code = target / 2, "target-missed", 1
-            message = f"target sparsity {target:g} missed: reached {reached:.4f}"
+            message = f"target sparsity {target:.2%} missed: reached {reached:.2%}"
         elif name in _names("FAKE_UNREACHED"):  # how prune reported a miss before run_end had target-missed
             reached = target / 2
         tensors = {f"layer{i}.weight": {"shape": [10, 10], "numel": 100, "nnz": round(100 * (1 - reached)),

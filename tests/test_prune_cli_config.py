@@ -136,8 +136,8 @@ def test_missed_target_fails_loudly(tiny: dict[str, Path]):
     assert res.returncode == 1, res.stdout + res.stderr
     errors = [line for line in res.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "\x1b[1;31merror:" in errors[0]  # one red line
-    assert "target sparsity 0.9 missed: reached 0.1" in errors[0] and "NNZ" in errors[0]
-    assert "0.9 missed" not in res.stdout  # said once, on stderr
+    assert "target sparsity 90.00% missed: reached 1" in errors[0] and "NNZ" in errors[0]
+    assert "90.00% missed" not in res.stdout  # said once, on stderr
     end = run_end(run)
     assert end["kind"] == "run_end" and end["status"] == "target-missed" and end["target_reached"] is False
     assert "missed" in end["message"]

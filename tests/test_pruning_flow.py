@@ -118,7 +118,7 @@ def test_missed_target_is_a_failure_without_pruned_checkpoint(dataset: Path, tmp
         (run.checkpoints / stale).write_bytes(b"stale")
     res = run_prune(tiny_config(dataset, method="gradual", sparsity=0.9, start=100, end=100), run)
     assert res.status == "target-missed" and not res.reached and res.sparsity == 0.0
-    assert res.message.startswith("target sparsity 0.9 missed: reached 0.0000 (NNZ ")
+    assert res.message.startswith("target sparsity 90.00% missed: reached 0.00% (NNZ ")
     assert "checkpoint" not in res.outputs and any("no pruned checkpoint" in n for n in res.notes)
     assert not (run.checkpoints / "best.safetensors").exists()
     assert not (run.checkpoints / "pruned.safetensors").exists()
@@ -144,14 +144,14 @@ def test_target_check_reads_the_final_report():
 
     assert target_check(None, 3) is None and target_check({"overall": 0.5}, 3) is None
     body = {"target": 0.9, "overall": 0.9, "nnz": 100, "numel": 1000}
-    assert target_check(body, 6) == (True, "target sparsity 0.9 reached: final 0.9000 (NNZ 100, target 100 ± 5 %), "
+    assert target_check(body, 6) == (True, "target sparsity 90.00% reached: final 90.00% (NNZ 100, target 100 ± 5 %), "
                                            "best at step 6")
     reached, msg = target_check(body, None)  # within the rule at the end but no best kept: no deliverable
     assert not reached and "no best checkpoint" in msg
     assert target_check({**body, "overall": 0.8, "nnz": 200}, 6) == (
-        False, "target sparsity 0.9 missed: reached 0.8000 (NNZ 200 vs target ≤ 105)")
+        False, "target sparsity 90.00% missed: reached 80.00% (NNZ 200 vs target ≤ 105)")
     assert target_check({**body, "overall": 0.99, "nnz": 10}, 6) == (
-        False, "target sparsity 0.9 missed: reached 0.9900 (NNZ 10 vs target ≥ 95)")
+        False, "target sparsity 90.00% missed: reached 99.00% (NNZ 10 vs target ≥ 95)")
 
 
 def test_snip_end_to_end_exact(dataset: Path, tmp_path: Path):

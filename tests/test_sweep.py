@@ -369,7 +369,7 @@ def test_failing_cell_does_not_stop_the_others_and_is_retried(tmp_path: Path, fa
     assert result.status == "failed" and result.failed == ["gradual-0.5"]
     assert result.messages["gradual-0.5"] == "error: boom gradual-0.5"
     assert "missed" in result.messages["gradual-0.8"]
-    assert result.messages["gradual-0.9"] == "target sparsity 0.9 not reached (final 0.4500)"
+    assert result.messages["gradual-0.9"] == "target sparsity 90.00% not reached (final 45.00%)"
     missed = next(r for r in result.rows if r["cell"] == "gradual-0.8")
     assert missed["CIDEr"] is not None  # a missed target is still measured
     end = [e for e in events_of(tmp_path / "sw") if e["kind"] == "cell_end"]

@@ -30,9 +30,15 @@ def caption(
     device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
     sparse: str = typer.Option("auto", "--sparse", help="auto | on | off: CSR kernels for pruned layers (CPU; "
                                "auto = on when the pruned weights are ≥ 80% zeros)."),
-    as_json: bool = typer.Option(False, "--json", help="Print \\[{image, caption}] as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print \\[{image, caption, captions: \\[{caption, score}]}] "
+                                 "as JSON: one shape whatever --n-best (caption = the best, captions = the n best)."),
 ) -> None:
-    """Print one caption per image (greedy, beam search or sampling); with --n-best N, the N best with scores."""
+    """Print one caption per image (greedy, beam search or sampling); with --n-best N, the N best with scores.
+
+    --json prints one object per image, {"image", "caption", "captions"}, whatever --n-best: "caption" is the best
+    caption and "captions" the list of the n best, best first, each {"caption", "score"} (one entry when --n-best
+    is 1).
+    """
     from sparsecap_engine.data.images import check_image_paths
     from sparsecap_engine.inference import Captioner
 
@@ -40,20 +46,19 @@ def caption(
                              min_len, bad_endings, n_best)
     check_image_paths(images)
     captioner = Captioner.load(run, checkpoint, device, sparse)
+    if as_json:  # one shape for every --n-best: the best caption, and the list of the n best with their scores
+        ranked = captioner.caption_nbest(images, opts)
+        typer.echo(json.dumps([{"image": str(p), "caption": r[0][0] if r else "",
+                                "captions": [{"caption": c, "score": s} for c, s in r]}
+                               for p, r in zip(images, ranked, strict=True)]))
+        return
     if n_best > 1:
         ranked = captioner.caption_nbest(images, opts)
-        if as_json:
-            typer.echo(json.dumps([{"image": str(p), "captions": [{"caption": c, "score": s} for c, s in r]}
-                                   for p, r in zip(images, ranked, strict=True)]))
-            return
         for path, rows in zip(images, ranked, strict=True):
             console.print(f"[bold]{path}[/bold]", highlight=False)
             for i, (text, score) in enumerate(rows, 1):
                 console.print(f"  {i}. {text}  [dim]({score:.3f})[/dim]", highlight=False)
         return
     captions = captioner.caption(images, opts)
-    if as_json:
-        typer.echo(json.dumps([{"image": str(p), "caption": c} for p, c in zip(images, captions, strict=True)]))
-        return
     for path, text in zip(images, captions, strict=True):
         console.print(f"[bold]{path}[/bold]: {text}" if len(images) > 1 else text, highlight=False)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 #: config keys that say how a run executes, not what it computes: allowed with ``--resume``
-EXECUTION_KEYS = ("train.num_threads", "train.device", "train.dist_backend", "train.dist_timeout")
+EXECUTION_KEYS = ("train.num_threads", "train.device", "train.dist_backend", "train.dist_timeout", "data.workers")
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:

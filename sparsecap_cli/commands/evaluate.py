@@ -28,7 +28,8 @@ def evaluate(
     checkpoint: str = typer.Option("best", "--checkpoint", help="best | last."),
     metrics: str | None = typer.Option(None, "--metrics", help="Comma list: bleu,meteor,rouge,cider,spice."),
     baseline: bool = typer.Option(False, "--baseline", help="Also score 'always the most frequent train caption'."),
-    limit: int = typer.Option(0, "--limit", help="Only the first N images (0 = all)."),
+    limit: int = typer.Option(0, "--limit", help="Only the first N images (0 = all); written to its own "
+                              "eval/<split>-<decoding>-limit<N>/ folder, never over the full evaluation."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     per_image: Path | None = typer.Option(None, "--per-image", help="Also write per-image scores (.csv or .json)."),
     as_json: bool = typer.Option(False, "--json", help="Print scores as JSON."),
@@ -36,11 +37,12 @@ def evaluate(
 ) -> None:
     """Caption a split with pycocoevalcap scores (BLEU-1..4, METEOR, ROUGE-L, CIDEr; SPICE when it can run).
 
-    Greedy, beam search (--beam K) or sampling (--sample). Written to the run's eval/<split>-<decoding>/ folder:
-    captions.json (COCO results format) and scores.json (corpus and per-image scores).
+    Greedy, beam search (--beam K) or sampling (--sample). Written to the run's eval/<split>-<decoding>/ folder
+    (eval/<split>-<decoding>-limit<N>/ with --limit N): captions.json (COCO results format) and scores.json (corpus
+    and per-image scores).
     """
     from sparsecap_engine.decoding.api import decode_tag
-    from sparsecap_engine.recipes.evaluate import evaluate_run
+    from sparsecap_engine.recipes.evaluate import eval_dir, evaluate_run
 
     opts = df.decode_options(beam, sample, max_len, temperature, top_k, top_p, seed, length_penalty, block_ngram,
                              min_len, bad_endings)
@@ -48,8 +50,9 @@ def evaluate(
     with progress_bar(quiet or as_json) as progress:
         report = evaluate_run(run, split, opts, checkpoint, names, baseline, device, limit, progress, per_image)
     if as_json:
-        out = {"split": split, "images": report.n_images, "decoding": decode_tag(opts),
-               "scores": report.scores, "unavailable": report.unavailable, "out_dir": str(report.out_dir)}
+        out = {"split": split, "images": report.n_images, "limit": report.limit or None,
+               "decoding": decode_tag(opts), "scores": report.scores, "unavailable": report.unavailable,
+               "out_dir": str(report.out_dir)}
         if report.baseline:
             out["baseline"] = report.baseline
         typer.echo(json.dumps(out, indent=1))
@@ -60,4 +63,8 @@ def evaluate(
     if report.baseline:
         console.print(scores_table(f"baseline: “{report.baseline['caption']}”", report.baseline["scores"]))
     extra = f"; per-image scores in {per_image}" if per_image else ""
-    console.print(f"captions and scores in {report.out_dir}{extra}")
+    if report.limit:
+        full = eval_dir(report.out_dir.parent.parent, split, opts)
+        console.print(f"first {report.n_images} of {report.split_images} {split} images only (--limit "
+                      f"{report.limit}); the full evaluation (no --limit) goes to {full}", highlight=False)
+    console.print(f"captions and scores in {report.out_dir}{extra}", highlight=False)

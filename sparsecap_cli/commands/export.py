@@ -34,6 +34,9 @@ def export(
     if as_json:
         typer.echo(json.dumps(info))
         return
+    from sparsecap_engine.humanize import human_bytes, percent
+
+    storage = ", ".join(f"{kind}: {n} tensor{'s' if n != 1 else ''}" for kind, n in sorted(kinds.items())) or "none"
     console.print(
-        f"wrote {out} ({info['bytes'] / 1e6:.3f} MB, from {info['source_bytes'] / 1e6:.3f} MB; "
-        f"pruned sparsity {info['sparsity']:.2%}; storage {kinds})", highlight=False)
+        f"wrote {out} ({human_bytes(info['bytes'])}, from {human_bytes(info['source_bytes'])}; "
+        f"pruned sparsity {percent(info['sparsity'])}; storage {storage})", highlight=False)

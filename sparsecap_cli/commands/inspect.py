@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -20,7 +21,8 @@ def inspect(
     threads: int = typer.Option(1, "--threads", help="CPU threads for --bench."),
 ) -> None:
     """Describe a checkpoint: model, vocabulary, step, metrics, parameters, per-tensor sparsity and storage, sizes."""
-    from sparsecap_engine.checkpoint.inspect_report import bench_report, checkpoint_report, human_bytes, plot_sparsity
+    from sparsecap_engine.checkpoint.inspect_report import bench_report, checkpoint_report, plot_sparsity
+    from sparsecap_engine.humanize import human_bytes, percent
 
     if bench and not 1 <= threads <= 1024:
         from sparsecap_engine.errors import UsageError
@@ -43,10 +45,12 @@ def inspect(
         typer.echo(json.dumps(info, indent=1))
         return
     table = Table(title=str(checkpoint), show_header=False)
-    for key in ("format", "values", "encoder", "vocab_size", "step", "metrics", "parameters", "file_bytes"):
-        table.add_row(key, str(info[key]))
-    table.add_row("model", json.dumps(info["model"]))
-    console.print(table)
+    for key in ("format", "values", "encoder", "vocab_size", "step", "parameters"):
+        table.add_row(key, _cell(info[key]))
+    table.add_row("metrics", _cell(info["metrics"], decimals=4))  # scores: 4 decimals, as eval and train print
+    table.add_row("file size", f"{human_bytes(info['file_bytes'])} ({info['file_bytes']:,} bytes)")
+    table.add_row("model", _cell(info["model"]))
+    console.print(table, highlight=False)
 
     t = Table(title="pruned tensors")
     for col, just in (("tensor", "left"), ("shape", "left"), ("numel", "right"), ("nnz", "right"),
@@ -54,13 +58,13 @@ def inspect(
         t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
     for r in info["tensors"]:
         t.add_row(r["name"], "×".join(map(str, r["shape"])), f"{r['numel']:,}", f"{r['nnz']:,}",
-                  f"{r['sparsity']:.2%}", human_bytes(r["bytes"]), r["storage"])
+                  percent(r["sparsity"]), human_bytes(r["bytes"]), r["storage"])
     tot = info["totals"]
     t.add_section()
     t.add_row("[bold]pruned total[/bold]", "", f"{tot['pruned']['numel']:,}", f"{tot['pruned']['nnz']:,}",
-              f"{tot['pruned']['sparsity']:.2%}", "", "")
+              percent(tot["pruned"]["sparsity"]), "", "")
     t.add_row("[bold]all parameters[/bold]", "", f"{tot['all']['numel']:,}", f"{tot['all']['nnz']:,}",
-              f"{tot['all']['sparsity']:.2%}", "", "")
+              percent(tot["all"]["sparsity"]), "", "")
     console.print(t)
 
     sizes = info["sizes"]
@@ -77,7 +81,7 @@ def inspect(
         p.add_column("params", justify="right")
         p.add_column("share", justify="right")
         for name, n in breakdown.items():
-            p.add_row(name, f"{n:,}", f"{100 * n / max(1, info['parameters']):.1f}%")
+            p.add_row(name, f"{n:,}", percent(n / max(1, info["parameters"])))
         console.print(p)
     if bench:
         b = info["bench"]
@@ -92,3 +96,12 @@ def inspect(
                           "(float rounding at a near tie, or a conversion fault): compare their captions")
     if plot is not None:
         console.print(f"sparsity chart: {plot}", highlight=False)
+
+
+def _cell(value: Any, decimals: int | None = None) -> str:
+    """One header cell for people: a mapping as ``key: value`` lines, numbers in fixed notation, none as ``–``."""
+    from sparsecap_engine.humanize import key_values, number
+
+    if isinstance(value, dict):
+        return key_values(value, sep="\n", decimals=decimals) if value else "–"
+    return "–" if value is None else number(value, trim=True)

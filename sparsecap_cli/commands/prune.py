@@ -18,6 +18,7 @@ from sparsecap_cli.commands.common import (
 )
 from sparsecap_cli.render import console, scores_table
 from sparsecap_engine.errors import TargetMissedError, UsageError
+from sparsecap_engine.humanize import percent
 
 
 def prune(
@@ -169,7 +170,7 @@ def prune(
         run = join_job(cfg).on_main(lambda: RunDir.create(path, overwrite=overwrite))  # rank 0 creates, all get it
     opts = plan.opts
     console.print(f"run: [bold]{run.path}[/bold]  method: [bold]{opts.method}[/bold]  "
-                  f"target sparsity: {opts.sparsity:g}")
+                  f"target sparsity: {percent(opts.sparsity)}")
     result, signals = run_stoppable(lambda **kw: run_prune(cfg, run, plan=plan, resume=resume, **kw), run.path,
                                     tui, quiet)
     if not join_job(cfg).is_main:  # rank 0 reports and writes the outputs; the others exit as it does
@@ -199,15 +200,15 @@ def prune(
 
 def layer_table(report: dict, target: float) -> Table:
     """Per-layer sparsity with totals."""
-    table = Table(title=f"per-layer sparsity (target {target:g})")
+    table = Table(title=f"per-layer sparsity (target {percent(target)})")
     for col, justify in (("tensor", "left"), ("shape", "left"), ("nnz", "right"), ("numel", "right"),
                          ("sparsity", "right")):
         table.add_column(col, justify=justify)
     for name, t in report["tensors"].items():
         style = None if t["pruned"] else "dim"
         table.add_row(name, "×".join(map(str, t["shape"])), f"{t['nnz']:,}", f"{t['numel']:,}",
-                      f"{t['sparsity']:.4f}", style=style)
+                      percent(t["sparsity"]), style=style)
     for key, label in (("pruned", "pruned tensors"), ("all", "all parameters")):
         tot = report[key]
-        table.add_row(f"[bold]{label}[/bold]", "", f"{tot['nnz']:,}", f"{tot['numel']:,}", f"{tot['sparsity']:.4f}")
+        table.add_row(f"[bold]{label}[/bold]", "", f"{tot['nnz']:,}", f"{tot['numel']:,}", percent(tot["sparsity"]))
     return table

@@ -139,6 +139,7 @@ def sweep(
 
 def results_table(rows: list[dict], name: str) -> Table:
     """The sweep's results as a rich table."""
+    from sparsecap_engine.humanize import percent
     from sparsecap_engine.recipes.sweep_results import human_size
 
     table = Table(title=f"sweep {name}: test split, greedy decoding (all metrics in results.md)")
@@ -151,7 +152,7 @@ def results_table(rows: list[dict], name: str) -> Table:
 
     for r in rows:
         colour = {"completed": "green", "target-missed": "yellow"}.get(r["status"], "red")
-        table.add_row(r["cell"], f"[{colour}]{r['status']}[/{colour}]", num(r["sparsity"], ".2%"),
+        table.add_row(r["cell"], f"[{colour}]{r['status']}[/{colour}]", percent(r["sparsity"]),
                       num(r["nnz"], ","), num(r["CIDEr"], ".3f"), num(r["Bleu_4"], ".3f"),
                       human_size(r["size_bytes"]), num(r["latency_ms"], ".1f"), num(r["latency_vs_dense"], ".2f"),
                       num(r["wall_s"], ".0f"))

@@ -12,6 +12,7 @@ from torch import Tensor
 from sparsecap_engine.checkpoint.dense import dedup_state
 from sparsecap_engine.checkpoint.sparse import FORMAT as SPARSE_FORMAT
 from sparsecap_engine.checkpoint.sparse import storage_sizes
+from sparsecap_engine.humanize import human_bytes
 
 REPORT_VERSION = 1
 
@@ -135,14 +136,6 @@ def plot_sparsity(rows: list[dict[str, Any]], out: Path, title: str = "") -> Non
     report = {"tensors": {r["name"]: {"sparsity": r["sparsity"], "pruned": True} for r in rows},
               "pruned": {"sparsity": overall}}
     atomic_write_bytes(Path(out), sparsity_plot_png(report, title=title))
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} GB"
 
 
 __all__ = ["checkpoint_report", "bench_report", "plot_sparsity", "size_estimates", "human_bytes"]

@@ -41,11 +41,16 @@ def _is_h5(path: Path) -> bool:
     return path.suffix.lower() in H5_SUFFIXES
 
 
+#: HDF5 handles a forked worker inherited and replaced (``ArraySource.reopen``): never used, never closed there
+_INHERITED: list[Any] = []
+
+
 class ArraySource:
     """``name`` → array from a folder of ``<name>.npy``/``.npz`` or from one HDF5 file (group ``group`` or top)."""
 
     def __init__(self, path: Path, group: str, what: str):
         self.path, self.what = Path(path), what
+        self._group = group
         self._h5: h5py.File | None = None
         self._node: Any = None
         if _is_h5(self.path):
@@ -61,6 +66,14 @@ class ArraySource:
             self.attrs = {}
         else:
             raise DataError(f"{what} not found (need a folder of <id>.npy or an .h5 file): {self.path}")
+
+    def reopen(self) -> None:
+        """Open the HDF5 file afresh in this process: a DataLoader worker must not read through a handle opened
+        before the fork (h5py is not fork-safe); the inherited one is kept, untouched, until the worker exits."""
+        if self._h5 is not None:
+            _INHERITED.append(self._h5)
+            self._h5 = h5py.File(self.path, "r")
+            self._node = self._h5[self._group] if self._group in self._h5 else self._h5
 
     @property
     def is_h5(self) -> bool:
@@ -249,6 +262,12 @@ class RegionFeatures:
         self.feats.close()
         if self.boxes is not None:
             self.boxes.close()
+
+    def reopen(self) -> None:
+        """See :meth:`ArraySource.reopen` (called in each DataLoader worker, ``data/loader.py``)."""
+        self.feats.reopen()
+        if self.boxes is not None:
+            self.boxes.reopen()
 
 
 # ------------------------------------------------------------------------------------------------------- writing

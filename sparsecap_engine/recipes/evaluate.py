@@ -29,6 +29,10 @@ class EvalReport:
     scores: dict[str, float | None]
     unavailable: dict[str, str]
     n_images: int
+    #: the images of the split (``n_images`` is fewer when ``--limit`` cut it)
+    split_images: int = 0
+    #: the limit that cut the split (0: every image was scored)
+    limit: int = 0
     baseline: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     captions: dict[int, str] = field(default_factory=dict)
@@ -55,8 +59,10 @@ def evaluate_run(
 ) -> EvalReport:
     """Caption every image of ``split`` with the run's ``which`` checkpoint and score it.
 
-    Writes ``eval/<split>-<decoding>/`` (e.g. ``test-beam3``): ``captions.json`` (COCO results format) and
-    ``scores.json`` (corpus and per-image scores); ``per_image_path`` also gets a per-image table (``.csv`` or JSON).
+    Writes ``eval/<split>-<decoding>/`` (e.g. ``test-beam3``), or ``eval/<split>-<decoding>-limit<N>/`` when
+    ``limit`` scores only the first N images of the split (so a quick look never replaces the full evaluation):
+    ``captions.json`` (COCO results format) and ``scores.json`` (corpus and per-image scores); ``per_image_path``
+    also gets a per-image table (``.csv`` or JSON).
     """
     if split not in ("train", "val", "test"):
         raise UsageError(f"unknown split {split!r}; choose from train, val, test")
@@ -73,7 +79,9 @@ def evaluate_run(
     model, vocab, meta = load_model(checkpoint_file(run.path, which), dev)
     root = Path(config.data.image_root) if config.data.image_root else None
     records = load_records(dataset_path(config.data), root, config.data.use_raw)
-    chosen = [r for r in records if r.split == split][: limit or None]
+    in_split = [r for r in records if r.split == split]
+    chosen = in_split[: limit or None]
+    limit = limit if len(chosen) < len(in_split) else 0  # a limit that keeps every image is a full evaluation
     if not chosen:
         raise UsageError(f"split {split!r} has no images in this run's dataset")
     features = open_features(config.data, dataset_path(config.data), progress)  # region-feature runs
@@ -88,14 +96,16 @@ def evaluate_run(
             hyps[data.records[i].image_id] = cap
         progress("decode", index[-1] + 1, len(data))
     refs = data.references()
-    out_dir = run.path / "eval" / f"{split}-{decode_tag(opts)}"
+    out_dir = eval_dir(run.path, split, opts, limit)
     results = [{"image_id": k, "caption": v} for k, v in hyps.items()]
     result = evaluate_captions(refs, hyps, metrics)
-    report = EvalReport(split, out_dir, result.corpus, result.unavailable, len(hyps), captions=hyps,
-                        per_image=result.per_image)
+    report = EvalReport(split, out_dir, result.corpus, result.unavailable, len(hyps), len(in_split), limit,
+                        captions=hyps, per_image=result.per_image)
     payload: dict[str, Any] = {
         "split": split,
         "images": len(hyps),
+        "split_images": len(in_split),
+        "limit": limit or None,
         "checkpoint": which,
         "step": meta.get("step"),
         "decoding": {"tag": decode_tag(opts), **opts.to_dict()},
@@ -113,6 +123,12 @@ def evaluate_run(
     atomic_write_text(out_dir / "captions.json", json.dumps(results, indent=1))
     atomic_write_text(out_dir / "scores.json", json.dumps(payload, indent=1))
     return report
+
+
+def eval_dir(run_path: Path, split: str, opts: DecodeOptions, limit: int = 0) -> Path:
+    """``<run>/eval/<split>-<decoding>`` (e.g. ``test-beam3``); ``…-limit20`` for an evaluation of the first 20
+    images only, which never shares the folder of the full one."""
+    return Path(run_path) / "eval" / (f"{split}-{decode_tag(opts)}" + (f"-limit{limit}" if limit else ""))
 
 
 def write_per_image(

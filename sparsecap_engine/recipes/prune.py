@@ -27,6 +27,7 @@ from sparsecap_engine.checkpoint.pruned import masks_path, read_masks_for, save_
 from sparsecap_engine.checkpoint.source import Source, open_source
 from sparsecap_engine.config import RunConfig
 from sparsecap_engine.errors import CheckpointError, DivergedError, UsageError
+from sparsecap_engine.humanize import percent
 from sparsecap_engine.models.registry import build_model
 from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.pruning.criteria import CRITERIA, select
@@ -331,7 +332,8 @@ def run_prune(
                            res.best_step, res.best_cider, res.last_metrics, {}, {}, list(method.warnings), notes)
     rep, outputs, which = finish(run, target, opts.method, reached)
     s = rep["pruned"]["sparsity"]
-    msg = res.target_message or f"target sparsity {target:g} {'reached' if reached else 'missed'}: final {s:.4f}"
+    msg = res.target_message or (f"target sparsity {percent(target)} {'reached' if reached else 'missed'}: "
+                                 f"final {percent(s)}")
     if res.status in ("interrupted", "stopped"):
         msg = res.message
     if not reached:
@@ -352,7 +354,7 @@ def _lottery(config, run, opts, src, splits, progress, stop, notes):
     target = opts.sparsity
     if src_masks is not None:
         target = mask_sparsity(src_masks)
-        notes.append(f"masks taken from {src.checkpoint} (sparsity {target:.4f})")
+        notes.append(f"masks taken from {src.checkpoint} (sparsity {percent(target)})")
     res = method = round_run = None
     for r in range(1, opts.rounds + 1):
         s_r = 1.0 - (1.0 - target) ** (r / opts.rounds)

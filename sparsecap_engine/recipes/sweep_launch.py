@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sparsecap_engine.errors import UsageError
+from sparsecap_engine.humanize import percent
 from sparsecap_engine.recipes.sweep import last_run_end
 
 #: seconds a child gets to stop cleanly after SIGINT (it saves its last checkpoint and writes run_end) before SIGKILL
@@ -172,7 +173,7 @@ def _reached(path: Path) -> tuple[bool | None, str]:
         return None, ""
     if not isinstance(value, bool):
         return None, ""
-    return value, "" if value else f"target sparsity {target:g} not reached (final {final:.4f})"
+    return value, "" if value else f"target sparsity {percent(target)} not reached (final {percent(final)})"
 
 
 def classify(job: CellJob, res: JobResult) -> tuple[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ from sparsecap_engine.atomic import atomic_write_bytes
 from sparsecap_engine.checkpoint.model_io import save_model
 from sparsecap_engine.checkpoint.pruned import save_pruned
 from sparsecap_engine.config import RunConfig
+from sparsecap_engine.data.loader import PrefetchedSplit, auto_workers
 from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
+from sparsecap_engine.humanize import percent
 from sparsecap_engine.metrics.bleu import bleu_scores
 from sparsecap_engine.metrics.cider import compute_cider
 from sparsecap_engine.models.base import CaptionModel
@@ -72,7 +75,7 @@ def target_check(report: dict[str, Any] | None, best_step: int | None) -> tuple[
     rule, ``pruning/report.py`` ``nnz_within``, the one ``best`` obeys) and (2) a ``best`` checkpoint exists (the
     pruned checkpoint is exported from it). Having been within the rule at some earlier validation only is not enough:
     the masks a run ends with are what it delivers, and a run that drifted out of the rule failed. Returns
-    ``(reached, message)``; a missed target reads ``target sparsity 0.95 missed: reached 0.0001 (NNZ 1,234,567 vs
+    ``(reached, message)``; a missed target reads ``target sparsity 95.00% missed: reached 0.01% (NNZ 1,234,567 vs
     target ≤ 98,765)``.
     """
     if not report or report.get("target") is None or report.get("overall") is None:
@@ -93,10 +96,11 @@ def target_check(report: dict[str, Any] | None, best_step: int | None) -> tuple[
         else:
             counts = f" (NNZ {nnz:,} vs target ≥ {math.ceil(goal * 0.95 - 1e-9):,})"
     if not within:
-        return False, f"target sparsity {target:g} missed: reached {s:.4f}{counts}"
+        return False, f"target sparsity {percent(target)} missed: reached {percent(s)}{counts}"
     if best_step is None:
-        return False, f"target sparsity {target:g} missed: final {s:.4f}{counts} but no best checkpoint was kept"
-    return True, f"target sparsity {target:g} reached: final {s:.4f}{counts}, best at step {best_step}"
+        return False, (f"target sparsity {percent(target)} missed: final {percent(s)}{counts} but no best checkpoint "
+                       "was kept")
+    return True, f"target sparsity {percent(target)} reached: final {percent(s)}{counts}, best at step {best_step}"
 
 
 def validate(
@@ -260,6 +264,12 @@ def train(
 
     amp_ctx = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
     extra_params = [p for g in optimizer.param_groups[1:] for p in g["params"]]  # e.g. supermask logits
+    train_data = splits.train
+    workers = auto_workers(config.data.workers, device, train_data.features is not None,
+                           int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    if workers > 0 and start < tc.steps:  # region features read ahead by DataLoader workers, in the loop's order
+        blocks = [dist.part(_batch_index(s, tc.batch_size, len(train_data), tc.seed)) for s in range(start, tc.steps)]
+        train_data = PrefetchedSplit(train_data, blocks, workers, pin_memory=device.type == "cuda")
     trainable = [p.requires_grad for p in extra_params]  # DDP's parameters: wrapped again when this changes
     step_loss = objective if not dist.active else data_parallel(model, extra_params, objective)
     metrics: dict[str, float] = {}
@@ -284,7 +294,7 @@ def train(
                 step_loss = data_parallel(model, extra_params, objective)
             index = _batch_index(step, tc.batch_size, len(splits.train), tc.seed)
             with amp_ctx():
-                loss, info = step_loss(model, splits.train, index, step)
+                loss, info = step_loss(model, train_data, index, step)
                 extra = call(hooks, "extra_loss", step)
                 total = loss + extra if extra is not None else loss
             optimizer.zero_grad(set_to_none=True)
@@ -322,6 +332,8 @@ def train(
                 metrics = evaluate(done)
     except KeyboardInterrupt:  # no signal handler installed (library use): the weights are those of step `done`
         status, message = "interrupted", "interrupted (Ctrl-C); last checkpoint saved"
+    if isinstance(train_data, PrefetchedSplit):
+        train_data.close()
     step = done
     if status == "interrupted":  # to be resumed: save at once (a SIGTERM's grace is short) and leave `best` to the
         if last_saved != step:  # run's own validations, so N/2 steps + resume picks the same best as N straight

@@ -31,7 +31,7 @@ def xe_batch_loss(model: CaptionModel, data, index: Sequence[int], generator: to
         tokens = tokens[first : first + len(mine) * per_img]
     device = next(model.parameters()).device
     tokens = tokens.to(device)
-    batch = {k: v.to(device) for k, v in data.image_batch(mine).items()}
+    batch = {k: v.to(device, non_blocking=True) for k, v in data.image_batch(mine).items()}  # pinned: async
     memory = model.expand_memory(model.encode(batch), per_img)
     logprobs = model(memory, tokens[:, :-1])
     targets = tokens[:, 1:]
