@@ -216,3 +216,27 @@ def _drop_none(value: Any) -> Any:
 def to_toml(data: dict[str, Any]) -> str:
     """A dict of sections as TOML, written by ``tomli-w`` (any string — emoji, quotes, newlines — reads back)."""
     return tomli_w.dumps(_drop_none(data))
+
+
+#: settings whose defaults suit the default run length and follow ``train.steps`` when not given (see
+#: :func:`fit_to_steps`)
+STEP_SCALED = ("train.val_every", "train.log_every", "optim.warmup")
+
+
+def fit_to_steps(cfg: RunConfig, explicit: set[str]) -> list[str]:
+    """Make the defaults of a short run sensible, in place: validation (and its sample captions) at least 4 times,
+    at least 20 logged points for the curves, warm-up at most a tenth of the run — for each ``STEP_SCALED`` key the
+    user did not give (``explicit``); a given value that cannot work as meant gets a warning (returned)."""
+    steps, tc, oc = cfg.train.steps, cfg.train, cfg.optim
+    warnings: list[str] = []
+    if "train.val_every" not in explicit and tc.val_every > steps // 2:
+        tc.val_every = max(1, steps // 4)
+    elif tc.val_every > steps:
+        warnings.append(f"train.val_every {tc.val_every} > train.steps {steps}: validates only at the end")
+    if "train.log_every" not in explicit and steps // max(1, tc.log_every) < 20:
+        tc.log_every = max(1, steps // 20)
+    if "optim.warmup" not in explicit and oc.warmup > steps // 5:
+        oc.warmup = steps // 10
+    elif oc.warmup >= steps and oc.schedule in ("cosine", "noam"):
+        warnings.append(f"optim.warmup {oc.warmup} ≥ train.steps {steps}: the learning rate never reaches its peak")
+    return warnings

@@ -237,6 +237,8 @@ class RunState:
             curve.values.append(v)
         if (v := get("items_per_s")) is not None:
             self.items_per_s = float(v)
+        if isinstance(v := get("sparsity"), _NUM):  # pruning runs log it at every log step
+            self.sparsity_curve.add(step, float(v))
         if isinstance(v := get("time"), _NUM):
             self._rate.append((v, step))
         self.tick = tick = self.tick + 1
@@ -272,8 +274,9 @@ class RunState:
             layers=layers,
             extra=extra,
         )
-        if self.sparsity.overall is not None:
-            self.sparsity_curve.add(step, self.sparsity.overall)
+        curve = self.sparsity_curve
+        if self.sparsity.overall is not None and (not curve.steps or curve.steps[-1] != step):
+            curve.add(step, self.sparsity.overall)  # once per step: that step's train event may have given it
         self._bump("sparsity", "curves")
 
     def _on_checkpoint(self, e: dict[str, Any], step: int) -> None:

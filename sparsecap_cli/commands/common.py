@@ -60,10 +60,25 @@ def resume_overrides(name: str | None, config_file: Path | None, flags: dict[str
     return where
 
 
+def given_keys(config_file: Path | None, flags: dict[str, Any], sets: list[str] | None) -> set[str]:
+    """The dotted keys the user set: in the ``--config`` file, by a flag, or by ``--set``."""
+    import tomllib
+
+    keys = {k for k, v in flags.items() if v is not None} | set(parse_sets(sets))
+    if config_file is not None:
+        try:
+            data = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            data = {}  # load_toml reports it
+        keys |= {f"{sec}.{k}" for sec, table in data.items() if isinstance(table, dict) for k in table}
+    return keys
+
+
 def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str] | None,
-                 base: RunConfig | None = None) -> RunConfig:
+                 base: RunConfig | None = None, explicit: set[str] | None = None) -> RunConfig:
     """TOML file (optional; or ``base``) < flags < ``--set`` overrides. ``model.<hyper-parameter>`` sets go into
-    overrides."""
+    overrides. Validation, logging and warm-up defaults then follow ``train.steps`` unless given
+    (``config.fit_to_steps``; ``explicit``: the keys given besides ``config_file``, flags and ``--set``)."""
     cfg = base if base is not None else load_toml(config_file) if config_file else RunConfig()
     cfg = cfg.override(flags)
     model_sets = {}
@@ -76,6 +91,11 @@ def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str
             other[key] = value
     cfg = cfg.override(other)
     cfg.model.overrides = {**cfg.model.overrides, **model_sets}
+    from sparsecap_cli.render import console
+    from sparsecap_engine.config import fit_to_steps
+
+    for warning in fit_to_steps(cfg, given_keys(config_file, flags, sets) | (explicit or set())):
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     return cfg
 
 
@@ -104,7 +124,7 @@ def prune_config(config_file: Path | None, flags: dict[str, Any], sets: list[str
         base.prune, base.scst = {}, {}
         if not any(item.strip().startswith("train.keep_steps=") for item in rest):
             base.train.keep_steps = []
-    cfg = build_config(None, flags, rest, base=base)
+    cfg = build_config(None, flags, rest, base=base, explicit=given_keys(config_file, {}, None))
     cfg.prune = PruneOptions.from_dict(merged).to_dict()
     return cfg
 

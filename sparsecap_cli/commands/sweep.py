@@ -62,7 +62,7 @@ def sweep(
     and plots/. Rerunning the same command skips finished cells and resumes the rest; a failed cell does not stop
     the others. Every cell is scored on the test split (greedy), exported (fp16 sparse) and timed (CPU, 1 thread).
     """
-    from sparsecap_cli.commands.common import build_config
+    from sparsecap_cli.commands.common import build_config, given_keys
     from sparsecap_engine.errors import RunError, UsageError
     from sparsecap_engine.recipes.sweep import SweepOptions, base_config, dry_run_lines, plan_sweep, prepare_folder
     from sparsecap_engine.recipes.sweep_run import run_sweep, threads_for
@@ -91,7 +91,10 @@ def sweep(
                         launcher=launcher, overwrite=overwrite, slurm_partition=slurm_partition,
                         slurm_time=slurm_time, slurm_gpus=slurm_gpus, slurm_cpus=slurm_cpus,
                         metrics=metric_list)
-    base = build_config(None, {"train.steps": steps}, sets, base=file_cfg)
+    from sparsecap_engine.recipes.sweep import DEFAULT_CONFIG
+
+    base = build_config(None, {"train.steps": steps}, sets, base=file_cfg,
+                        explicit=given_keys(config or DEFAULT_CONFIG, {}, None))
     from sparsecap_engine.training.setup import check_config
 
     check_config(base)  # what every cell will run with: a bad value fails here, not in each cell

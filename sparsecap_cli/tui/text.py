@@ -166,7 +166,7 @@ def extras_text(extra: dict[str, object]) -> str:
 def sparsity_lines(state: RunState) -> list[str]:
     sp = state.sparsity
     if sp is None:
-        return ["sparsity  (no sparsity events: dense run)"]
+        return ["sparsity  (none yet)" if state.target is not None else "sparsity  (no sparsity events: dense run)"]
     lines = [
         f"sparsity  overall {fmt_pct(sp.overall)}  target {fmt_pct(state.target)}  (step {sp.step:,}, "
         f"{len(sp.layers)} layers)"

@@ -322,6 +322,9 @@ def train(
                 rate = seen / max(1e-9, time.perf_counter() - t0)
                 epoch = step * tc.batch_size / max(1, len(splits.train))
                 value = (dist.sum(loss.detach()) / dist.world).item()  # the global batch's loss
+                current_sparsity = call(hooks, "sparsity", default=None)
+                if current_sparsity is not None:  # pruning runs: the hard masks now (gradual's ramp, SMP's descent)
+                    info["sparsity"] = round(float(current_sparsity), 6)
                 if device.type == "cuda":  # this process's peak since the last log
                     info["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
                     torch.cuda.reset_peak_memory_stats(device)
