@@ -103,6 +103,11 @@ class RunSummary:
     best_cider: float | None
     best_step: int | None
     sparsity: float | None
+    #: when the run started (its first event's time) and how long it ran or has been running (seconds)
+    started: float | None = None
+    duration_s: float | None = None
+    #: why a run is crashed or stale (and a finished run's own message)
+    message: str = ""
 
     @classmethod
     def of(cls, state: RunState) -> RunSummary:
@@ -118,6 +123,9 @@ class RunSummary:
             best_cider=state.best_cider,
             best_step=state.best_step,
             sparsity=state.sparsity.overall if state.sparsity else None,
+            started=state.start_time,
+            duration_s=state.elapsed_s,
+            message=state.message,
         )
 
     def to_dict(self) -> dict[str, Any]:

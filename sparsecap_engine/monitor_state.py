@@ -13,8 +13,10 @@ No UI here: the TUI and the plain-text snapshot render a :class:`RunState`; both
 from __future__ import annotations
 
 import math
+import time
 import tomllib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,6 +355,10 @@ _HANDLERS = {
 }
 
 
+#: how often a watch looks up a running run's process; after how long a silent run it cannot look up is ``stale``
+LIVENESS_EVERY_S, STALE_AFTER_S = 5.0, 900.0
+
+
 class RunWatch:
     """Tail one run directory's event log into a :class:`RunState`. ``poll()`` → True when something changed.
 
@@ -360,11 +366,13 @@ class RunWatch:
     sparsity stay exact while train curves are not kept.
     """
 
-    def __init__(self, run_dir: Path, light: bool = False) -> None:
+    def __init__(self, run_dir: Path, light: bool = False, clock: Callable[[], float] = time.time) -> None:
         self.run_dir = Path(run_dir)
         self.light = light
         self.tail = EventTail(self.run_dir / EVENTS_FILE, skip_train=light)
         self.state = self._fresh()
+        self.clock = clock
+        self._checked = -math.inf
 
     def _fresh(self) -> RunState:
         return RunState(name=self.run_dir.name, path=str(self.run_dir))
@@ -387,7 +395,35 @@ class RunWatch:
         if malformed != state.malformed:
             state.malformed, changed = malformed, True
             state._bump("status")
+        if state.status in ("running", "stale") and self.clock() - self._checked >= LIVENESS_EVERY_S:
+            changed = self._check_alive(state) or changed
         return changed or bool(events)
+
+    def _check_alive(self, state: RunState) -> bool:
+        """A run with no ``run_end`` whose process is gone is ``crashed``; one whose process cannot be looked up here
+        (another host) and whose log has been silent for ``STALE_AFTER_S`` is ``stale`` (a later event makes it
+        ``running`` again). True when the status changed."""
+        from sparsecap_engine.runs import holder_alive
+
+        now = self.clock()
+        self._checked = now
+        alive = holder_alive(self.run_dir)
+        before = state.status
+        if alive is False:
+            state.status, state.message = "crashed", "its process is gone without a run_end (killed, or the machine " \
+                                                     "stopped): resume it with --resume"
+        elif alive is None:
+            try:
+                quiet = now - (self.run_dir / EVENTS_FILE).stat().st_mtime
+            except OSError:
+                quiet = 0.0
+            if quiet >= STALE_AFTER_S:
+                state.status = "stale"
+                state.message = f"no event for {quiet / 60:.0f} min (its process runs elsewhere or has died)"
+        if state.status != before:
+            state._bump("status")
+            return True
+        return False
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:

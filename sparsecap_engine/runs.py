@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -93,9 +95,37 @@ def lock_folder(path: Path, what: str = "run", reentrant: bool = True) -> bool:
         raise RunError(f"cannot lock {what} {path}: {e.strerror}") from None
     os.ftruncate(fd, 0)
     command = " ".join(["sparsecap", *sys.argv[1:2]]) if sys.argv and sys.argv[0].endswith("sparsecap") else "python"
-    os.write(fd, f"pid {os.getpid()} ({command}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} ({command}, since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
     _held[key] = fd
     return True
+
+
+def holder_alive(path: Path) -> bool | None:
+    """Is the process that last locked ``path`` (a run folder, see :func:`lock_folder`) still alive? True / False
+    when it ran on this host (its pid is looked up; a pid now used by a program that is no Python is dead), None
+    when that cannot be told here (another host, no lock file)."""
+    try:
+        text = (Path(path) / LOCK_NAME).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    m = re.match(r"pid (\d+)(?: on (\S+))?", text)
+    if not m:
+        return None
+    if m.group(2) is not None and m.group(2) != socket.gethostname():
+        return None
+    pid = int(m.group(1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): the pid exists
+    return b"python" in cmdline or b"sparsecap" in cmdline
 
 
 def unlock_folder(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.text import Text
@@ -11,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
-from sparsecap_cli.tui.text import fmt, fmt_pct
+from sparsecap_cli.tui.text import fmt, fmt_duration, fmt_pct
 from sparsecap_cli.tui.widgets import (
     STATUS_STYLE,
     CurvesPane,
@@ -181,7 +182,8 @@ class RunsScreen(Screen[None]):
     def on_mount(self) -> None:
         self.sub_title = self.root.name or str(self.root)
         table = self.query_one(DataTable)
-        for key in ("run", "status", "model", "method", "target", "sparsity", "step", "best CIDEr-D"):
+        for key in ("run", "status", "model", "method", "target", "sparsity", "step", "best CIDEr-D", "started",
+                    "duration"):
             table.add_column(key, key=key)
         self.poll()
         self.set_interval(max(1.0, self.interval * 2), self.poll)
@@ -206,6 +208,8 @@ class RunsScreen(Screen[None]):
                 Text(fmt_pct(r.sparsity), justify="right"),
                 Text(step, justify="right"),
                 Text(fmt(r.best_cider), justify="right"),
+                time.strftime("%m-%d %H:%M", time.localtime(r.started)) if r.started else "—",
+                Text(fmt_duration(r.duration_s), justify="right"),
                 key=r.path,
             )
         if runs:

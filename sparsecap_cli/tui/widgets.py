@@ -28,6 +28,8 @@ STATUS_STYLE = {
     "completed": "bold cyan",
     "stopped": "bold yellow",
     "interrupted": "bold yellow",
+    "crashed": "bold red",
+    "stale": "yellow",
 }
 
 
