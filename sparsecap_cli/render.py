@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,11 +31,48 @@ def _score(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
+
+
+def plain_progress(every_s: float, write: Any, clock: Any = time.monotonic) -> Any:
+    """A ``progress`` callback for logs (stderr not a terminal: nohup, CI, batch jobs): one plain line per task at
+    its start, then at most every ``every_s`` seconds and at its end — ``train 120/1500 (8%) elapsed 0:01:02 eta
+    0:11:20 loss=3.21``."""
+    started: dict[str, tuple[float, int]] = {}
+    last: dict[str, float] = {}
+
+    def update(task: str, done: int, total: int | None, **info: Any) -> None:
+        now = clock()
+        if task not in started:
+            started[task] = (now, done)
+        t0, d0 = started[task]
+        finished = total is not None and done >= total
+        if task in last and now - last[task] < every_s and not finished:
+            return
+        last[task] = now
+        line = f"{task} {done:,}" + (f"/{total:,} ({done / total:.0%})" if total else "")
+        line += f" elapsed {_clock(now - t0)}"
+        if total and done > d0 and not finished:
+            line += f" eta {_clock((total - done) * (now - t0) / (done - d0))}"
+        extra = "  ".join(f"{k}={_fmt(v)}" for k, v in info.items())
+        write(line + (f"  {extra}" if extra else ""))
+
+    return update
+
+
 @contextmanager
 def progress_bar(quiet: bool = False) -> Iterator[Any]:
-    """Yield a ``progress(task, done, total, **info)`` callback that drives one rich bar per task name (with ETA)."""
+    """Yield a ``progress(task, done, total, **info)`` callback that drives one rich bar per task name (with ETA),
+    or, when stderr is not a terminal, prints a plain line every ``$SPARSECAP_PROGRESS_EVERY`` seconds (30)."""
     if quiet:
         yield lambda task, done, total, **info: None
+        return
+    if not err_console.is_terminal:
+        every = float(os.environ.get("SPARSECAP_PROGRESS_EVERY", "30") or 30)
+        yield plain_progress(every, lambda line: print(line, file=sys.stderr, flush=True))
         return
     columns = (
         TextColumn("[bold]{task.description}"),

@@ -34,12 +34,12 @@ def test_export_through_cli(dense_ckpt: Path, tmp_path: Path):
     out = tmp_path / "s16.safetensors"
     info = _export(dense_ckpt, out, "--values", "fp16")
     assert info["values"] == "fp16" and info["bytes"] == out.stat().st_size < info["source_bytes"]
-    assert set(info["storage"]) <= {"bitmask", "csr", "dense"} and sum(info["storage"].values()) == 11
+    assert set(info["storage"]) <= {"bitmask", "csr", "rice", "dense"} and sum(info["storage"].values()) == 11
     state, meta = read_state(out)
     assert meta["format"] == FORMAT and meta["step"] == 5
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic: no temp file left
 
-    res = runner.invoke(app, ["export", str(dense_ckpt), "--out", str(tmp_path / "x.safetensors"), "--values", "int8"])
+    res = runner.invoke(app, ["export", str(dense_ckpt), "--out", str(tmp_path / "x.safetensors"), "--values", "int4"])
     assert res.exit_code != 0
 
 
@@ -70,7 +70,7 @@ def test_inspect_json_schema_and_numbers(dense_ckpt: Path, tmp_path: Path):
     dense, sparse = reports[dense_ckpt.name], reports[out.name]
     assert [r["nnz"] for r in dense["tensors"]] == [r["nnz"] for r in sparse["tensors"]]
     assert {r["storage"] for r in dense["tensors"]} == {"dense"}
-    assert {r["storage"] for r in sparse["tensors"]} <= {"bitmask", "csr"}
+    assert {r["storage"] for r in sparse["tensors"]} <= {"bitmask", "csr", "rice"}
     assert sum(r["bytes"] for r in sparse["tensors"]) < sum(r["bytes"] for r in dense["tensors"]) / 5
     assert dense["totals"] == sparse["totals"]
 

@@ -33,7 +33,7 @@ def test_round_trip_fp32_is_bit_exact(tmp_path: Path, make, sparsity: float):
     model = make(sparsity)
     out = tmp_path / "sparse.safetensors"
     meta = export_sparse(_dense_file(tmp_path, model), out, "fp32")
-    assert meta["format"] == FORMAT and meta["version"] == 1 and meta["values"] == "fp32"
+    assert meta["format"] == FORMAT and meta["version"] == 2 and meta["values"] == "fp32"
     loaded, vocab, meta2 = load_model(out)
     assert meta2["step"] == 3 and meta2["metrics"] == {"CIDEr-D": 0.25} and len(vocab) == model.config["vocab_size"]
     assert meta2["model"] == model.config
@@ -72,16 +72,17 @@ def test_storage_choice_bitmask_vs_csr_and_index_widths():
     # fully dense: neither pays
     assert choose_storage((10, 10), 100, 4) == "dense"
 
+    old = ("bitmask", "csr")  # the version-1 codings (the Rice-coded gaps win both cases below: test_sparse_compact)
     w = torch.zeros(4, 1000)
     w[0, 3], w[2, 999], w[3, 0] = 1.0, -2.0, 3.0
-    parts, entry = encode_tensor("w", w, torch.float32)
+    parts, entry = encode_tensor("w", w, torch.float32, old)
     assert entry["kind"] == "csr" and entry["nnz"] == 3
     assert parts["w::col"].dtype == torch.int16 and parts["w::crow"].dtype == torch.int16
     assert entry["bytes"] == 5 * 2 + 3 * 2 + 3 * 4
 
     wide = torch.zeros(2, 40000)  # column index 39999 does not fit int16
     wide[1, 39999] = 1.0
-    parts, entry = encode_tensor("w", wide, torch.float32)
+    parts, entry = encode_tensor("w", wide, torch.float32, old)
     assert entry["kind"] == "csr" and parts["w::col"].dtype == torch.int32
 
     half = (torch.arange(64.0).reshape(8, 8) % 2) * torch.arange(64.0).reshape(8, 8)
@@ -116,7 +117,7 @@ def test_threshold_when_no_model_at_hand():
     sparse[0, 0] = 1.0
     dense = torch.ones(30, 30)
     _, storage, _ = encode_state({"s": sparse, "d": dense}, "fp32", pruned=None, threshold=0.5)
-    assert storage["s"]["pruned"] and storage["s"]["kind"] == "csr"
+    assert storage["s"]["pruned"] and storage["s"]["kind"] == "rice"
     assert not storage["d"]["pruned"] and storage["d"]["kind"] == "dense"
 
 
@@ -139,7 +140,7 @@ def test_bad_files_give_one_line_errors(tmp_path: Path):
     tensors, meta = read_file(good)
     raw = {k: json.dumps(v) for k, v in meta.items()}
     other = tmp_path / "v2.safetensors"
-    save_file(tensors, str(other), metadata={**raw, "version": "2"})
+    save_file(tensors, str(other), metadata={**raw, "version": "3"})
     with pytest.raises(CheckpointError, match="version") as exc:
         load_model(other)
     _one_line(exc)
@@ -153,7 +154,7 @@ def test_bad_files_give_one_line_errors(tmp_path: Path):
 
     corrupt = tmp_path / "corrupt.safetensors"
     bad = dict(tensors)
-    col = next(k for k in tensors if k.endswith("::col") or k.endswith("::bits"))
+    col = next(k for k in tensors if k.endswith(("::col", "::bits", "::q")))
     bad[col] = bad[col][:-1].clone()
     save_file(bad, str(corrupt), metadata=raw)
     with pytest.raises(CheckpointError) as exc:

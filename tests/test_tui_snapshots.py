@@ -1,7 +1,7 @@
 """SVG snapshots of the monitor's main screens (pytest-textual-snapshot). Update with ``--snapshot-update``.
 
-Deterministic by construction: fixed terminal sizes, fixture events with fixed times, no clock in the view, run and
-root folder names fixed (tmp paths never appear on screen).
+Deterministic by construction: fixed terminal sizes, fixture events with fixed times, a fixed clock for the views
+that show one ("last event … ago"), run and root folder names fixed (tmp paths never appear on screen).
 """
 
 from __future__ import annotations
@@ -20,12 +20,17 @@ from tests.monitor_fixtures import T0, write_run
 from tests.sweep_fixtures import write_sweep
 
 PRUNE = {"method": "gradual", "sparsity": 0.9}
+
+
+def CLOCK() -> float:  # noqa: N802 - a constant clock
+    return T0 + 4000.0
+
 Snap = Callable[..., bool]
 
 
 def test_run_screen(snap_compare: Snap, tmp_path: Path) -> None:
     run = write_run(tmp_path, "ud-gradual", prune=PRUNE, steps=400, done=250)
-    assert snap_compare(MonitorApp(run, "run"), terminal_size=(120, 40))
+    assert snap_compare(MonitorApp(run, "run", clock=CLOCK), terminal_size=(120, 40))
 
 
 def test_run_screen_val_curve_and_layer_filter(snap_compare: Snap, tmp_path: Path) -> None:
@@ -36,7 +41,7 @@ def test_run_screen_val_curve_and_layer_filter(snap_compare: Snap, tmp_path: Pat
         pilot.app.screen.query_one("#layer-filter", Input).cursor_blink = False
         await pilot.press("3", "slash", *"lstm", "enter")
 
-    assert snap_compare(MonitorApp(run, "run"), terminal_size=(120, 40), run_before=filter_layers)
+    assert snap_compare(MonitorApp(run, "run", clock=CLOCK), terminal_size=(120, 40), run_before=filter_layers)
 
 
 def test_runs_list(snap_compare: Snap, tmp_path: Path) -> None:
@@ -44,12 +49,12 @@ def test_runs_list(snap_compare: Snap, tmp_path: Path) -> None:
     write_run(root, "ud-dense", steps=400, done=400)
     write_run(root, "ud-gradual-90", prune=PRUNE, steps=400, done=250)
     write_run(root, "ud-supermask-95", prune={"method": "supermask", "sparsity": 0.95}, steps=400, done=400)
-    assert snap_compare(MonitorApp(root, "root"), terminal_size=(100, 16))
+    assert snap_compare(MonitorApp(root, "root", clock=CLOCK), terminal_size=(100, 16))
 
 
 def test_help_screen(snap_compare: Snap, tmp_path: Path) -> None:
     run = write_run(tmp_path, "ud-dense", steps=400, done=400)
-    assert snap_compare(MonitorApp(run, "run"), press=["question_mark"], terminal_size=(100, 34))
+    assert snap_compare(MonitorApp(run, "run", clock=CLOCK), press=["question_mark"], terminal_size=(100, 34))
 
 
 def test_stop_or_detach_dialog(snap_compare: Snap, tmp_path: Path) -> None:
@@ -64,7 +69,7 @@ def test_stop_or_detach_dialog(snap_compare: Snap, tmp_path: Path) -> None:
     handle = JobHandle(job).start()
     ready.wait(5)
     try:
-        assert snap_compare(MonitorApp(run, "run", job=handle), press=["q"], terminal_size=(100, 30))
+        assert snap_compare(MonitorApp(run, "run", job=handle, clock=CLOCK), press=["q"], terminal_size=(100, 30))
     finally:
         handle.stop()
         handle.wait()

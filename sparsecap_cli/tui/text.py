@@ -91,16 +91,20 @@ def checkpoint_text(state: RunState) -> str:
     return f"{Path(ck['path']).name}@{ck['step']:,}{best}"
 
 
-def status_fields(state: RunState) -> list[tuple[str, str]]:
-    """The status line as (label, value) pairs: step, epoch, items/s, ETA, device, last checkpoint."""
+def status_fields(state: RunState, now: float | None = None) -> list[tuple[str, str]]:
+    """The status line as (label, value) pairs: step, epoch, items/s, elapsed, ETA, device, last checkpoint; with
+    ``now``, how long ago the last event of a running run came (a hung run shows)."""
     fields = [
         ("step", progress_text(state)),
         ("epoch", fmt(state.epoch, 3)),
         ("items/s", fmt(state.items_per_s)),
+        ("elapsed", fmt_duration(state.elapsed_s)),
         ("ETA", fmt_duration(state.eta_s) if state.running else "—"),
         ("device", state.device or "—"),
         ("ckpt", checkpoint_text(state)),
     ]
+    if now is not None and state.status in ("running", "stale") and state.last_time is not None:
+        fields.insert(4, ("last event", f"{fmt_duration(max(0.0, now - state.last_time))} ago"))
     if state.malformed:
         fields.append(("skipped lines", str(state.malformed)))
     return fields

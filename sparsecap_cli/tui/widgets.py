@@ -3,6 +3,7 @@ the parts whose version changed; :class:`LogFollower` tails the log and pushes t
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.console import Group, RenderableType
@@ -124,7 +125,7 @@ class StatusLine(Static, _Shows):
 
     def show(self, state: RunState) -> None:
         self._state = state
-        if self.changed(state, "status"):
+        if self.changed(state, "status") or state.status in ("running", "stale"):  # "last event … ago" ticks
             self._draw()
 
     def watch_note(self) -> None:
@@ -137,7 +138,7 @@ class StatusLine(Static, _Shows):
         text.append(f" {state.status} ", STATUS_STYLE.get(state.status, "bold red") + " reverse")
         if self.note:
             text.append(f"  {self.note}", "bold magenta")
-        for label, value in status_fields(state):
+        for label, value in status_fields(state, getattr(self.app, "clock", time.time)()):
             text.append(f"  {label} ", "dim")
             text.append(value, "bold" if label != "skipped lines" else "bold red")
         if state.message:

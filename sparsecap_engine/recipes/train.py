@@ -275,6 +275,7 @@ def train(
     metrics: dict[str, float] = {}
     status, message, done = "completed", "", start
     t0, seen = time.perf_counter(), 0
+    progress("train", start, tc.steps)  # the bar from the first step, with its elapsed time
     try:
         for step in range(start, tc.steps):
             reason = stop() if stop is not None else None
