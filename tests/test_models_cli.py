@@ -50,3 +50,37 @@ def test_any_model_module_imported_first_sees_the_whole_zoo():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == f"['ort', 'transformer', 'updown'] {len(BUILTIN_PRESETS)}"
+
+
+def test_caption_without_a_run_uses_the_bundled_demo_model(tmp_path):
+    """A fresh install captions a synthetic scene with the packaged supermask model (no --run, no --checkpoint)."""
+    from sparsecap_engine.checkpoint.model_io import load_model
+    from sparsecap_engine.data.synthetic import render_sample
+    from sparsecap_engine.pretrained import BUNDLED, bundled_path
+
+    path = bundled_path("demo")
+    assert path.is_file() and path.stat().st_size < 300_000  # a few hundred KB
+    model, vocab, meta = load_model(path)
+    assert meta["sparsity"]["sparsity"] > 0.94 and model.config["name"] == "updown"
+    scene, truth = render_sample(tmp_path / "scene.png", seed=7)
+    res = runner.invoke(app, ["caption", str(scene), "--json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)
+    words = row["caption"].split()
+    assert len(words) >= 3 and set(words) <= set(vocab.itos)  # a caption in the model's own words
+    from sparsecap_engine.data.scene_check import fresh_scene, judge_caption
+    from sparsecap_engine.decoding.api import DecodeOptions
+    from sparsecap_engine.inference import Captioner
+
+    captioner = Captioner.load(None, path, "cpu", "auto")  # what `caption` loads: 20 fresh scenes, judged
+    scenes, paths = [], []
+    for seed in range(20):
+        scene_, image = fresh_scene(seed, 256)
+        image.save(tmp_path / f"{seed}.png")
+        scenes.append(scene_)
+        paths.append(tmp_path / f"{seed}.png")
+    verdicts = [judge_caption(s.objects, c) for s, c in zip(
+        scenes, captioner.caption(paths, DecodeOptions(max_len=20).check()), strict=True)]
+    assert sum(v.right for v in verdicts) >= 8 and sum(v.truthful for v in verdicts) >= 12  # measured 12 and 16
+    listing = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert "bundled checkpoint demo" in listing.stdout and BUNDLED["demo"]["about"] in listing.stdout

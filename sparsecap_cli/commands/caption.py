@@ -13,7 +13,8 @@ from sparsecap_cli.render import console
 
 def caption(
     images: list[Path] = typer.Argument(..., help="PNG/JPEG files, any size."),
-    run: Path | None = typer.Option(None, "--run", help="Run directory (uses its best checkpoint)."),
+    run: Path | None = typer.Option(None, "--run", help="Run directory (uses its best checkpoint); without --run or "
+                                    "--checkpoint: the bundled demo model (sparsecap models)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A checkpoint file instead of a run."),
     beam: int = df.BEAM,
     sample: bool = df.SAMPLE,
@@ -45,6 +46,13 @@ def caption(
     opts = df.decode_options(beam, sample, max_len, temperature, top_k, top_p, seed, length_penalty, block_ngram,
                              min_len, bad_endings, n_best)
     check_image_paths(images)
+    if run is None and checkpoint is None:  # a fresh install: the bundled demo model
+        from sparsecap_cli.render import err_console
+        from sparsecap_engine.pretrained import BUNDLED, bundled_path
+
+        checkpoint = bundled_path("demo")
+        err_console.print(f"[dim]no --run or --checkpoint: the bundled demo model ({BUNDLED['demo']['about']})[/dim]",
+                          highlight=False)
     captioner = Captioner.load(run, checkpoint, device, sparse)
     if as_json:  # one shape for every --n-best: the best caption, and the list of the n best with their scores
         ranked = captioner.caption_nbest(images, opts)

@@ -19,9 +19,12 @@ def models(
     Example: sparsecap models; then sparsecap train --preset ort-cpu
     """
     from sparsecap_engine.models.presets import COUNT_VOCAB, preset_table
+    from sparsecap_engine.pretrained import BUNDLED, bundled_path
 
     rows = preset_table()
-    if json_out:
+    bundled = [{"name": name, "path": str(bundled_path(name)), "bytes": bundled_path(name).stat().st_size, **info}
+               for name, info in BUNDLED.items()]
+    if json_out:  # the presets, one row each (a stable shape); the bundled checkpoints are in the human listing
         typer.echo(json.dumps(rows, indent=1))
         return
     table = Table(title="model presets (* the family's default)", box=box.SIMPLE_HEAD,
@@ -37,3 +40,9 @@ def models(
                       f"{r['width']}×{r['layers']}", r["tokenizer"], f"{r['params'] / 1e6:.1f} M")
     console.print(table)
     console.print("use one with: sparsecap train --preset NAME (or --model FAMILY for its default)")
+    from sparsecap_engine.humanize import human_bytes
+
+    for b in bundled:
+        console.print(f"bundled checkpoint [bold]{b['name']}[/bold] ({human_bytes(b['bytes'])}): {b['about']}; test "
+                      f"CIDEr-D {b['test_cider']:.3f}; used by `sparsecap caption IMAGE` without --run/--checkpoint",
+                      highlight=False)
