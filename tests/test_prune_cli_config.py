@@ -236,3 +236,27 @@ def test_train_resume_refuses_what_would_change_the_run(tiny: dict[str, Path]):
     ok = sparsecap("train", "--resume", "--name", "dense-again", "--runs-root", str(runs), "--device", "cpu",
                    "--set", "train.num_threads=1", "--quiet")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_train_and_prune_json_summaries(tiny: dict[str, Path]):
+    """--json: stdout is one JSON object (no table, no progress), one shape whatever the outcome."""
+    res = sparsecap("prune", "--config", str(tiny["config"]), "--from", str(tiny["dense"]), "--sparsity", "0.5",
+                    "--name", "pjson", "--overwrite", "--runs-root", str(tiny["runs"]), "--json", "--steps", "2",
+                    "--val-every", "2")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert (out["status"], out["method"], out["target"], out["reached"]) == ("completed", "magnitude", 0.5, True)
+    assert abs(out["sparsity"] - 0.5) < 0.03 and Path(out["outputs"]["checkpoint"]).is_file()
+    assert out["best_step"] == 2 and set(out["metrics"]) == {"CIDEr-D", "BLEU-4"}
+    missed = sparsecap("prune", "--config", str(tiny["config"]), "--from", str(tiny["dense"]), "--sparsity", "0.9",
+                       "--criterion", "uniform", "--set", "prune.min_density=0.8", "--name", "pjson-missed",
+                       "--overwrite", "--runs-root", str(tiny["runs"]), "--json", "--steps", "2", "--val-every", "2")
+    assert missed.returncode == 1
+    out = json.loads(missed.stdout)
+    assert out["status"] == "target-missed" and out["reached"] is False and "checkpoint" not in out["outputs"]
+    res = sparsecap("train", "--config", str(tiny["dense"] / "config.toml"), "--name", "tjson", "--overwrite",
+                    "--runs-root", str(tiny["runs"]), "--json", "--steps", "2", "--val-every", "2")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert (out["status"], out["step"], out["best_step"]) == ("completed", 2, 2)
+    assert out["run"].endswith("tjson") and set(out["metrics"]) == {"CIDEr-D", "BLEU-4"}

@@ -178,6 +178,22 @@ def training_flags(
     }
 
 
+def print_json(payload: dict[str, Any]) -> None:
+    """A command's ``--json`` summary on stdout (NaN and infinities as null)."""
+    import math
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    print(json.dumps(clean(payload)), flush=True)
+
+
 def raise_for_status(status: str, message: str, signals: StopSignals | None = None) -> None:
     """The exit a run's end status calls for: diverged → one red line, exit 1; interrupted → 130 / 143."""
     from sparsecap_engine.errors import DivergedError, Interrupted

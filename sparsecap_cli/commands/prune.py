@@ -10,6 +10,7 @@ from rich.table import Table
 from sparsecap_cli.commands.common import (
     default_run_name,
     join_job,
+    print_json,
     prune_config,
     raise_for_status,
     resume_overrides,
@@ -102,6 +103,8 @@ def prune(
                                 "(its own config and pruning options; other options are not allowed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print only a JSON summary at the end: {run, status, method, "
+                                 "target, sparsity, reached, message, best_step, best_cider, metrics, outputs}."),
     nproc: int = typer.Option(1, "--nproc", help="Train as N processes on this machine (DDP: torchrun "
                               "--standalone --nproc-per-node N); --batch-size stays the global batch.",
                               rich_help_panel="Scale out"),
@@ -119,6 +122,10 @@ def prune(
 
     if name is not None:
         check_run_name(name)
+    if as_json:
+        if tui:
+            raise UsageError("--json prints a summary at the end; it cannot be combined with --tui")
+        console.quiet, quiet = True, True
     if nproc != 1:  # `sparsecap … --nproc N` re-launches itself under torchrun before this point (launch.py)
         raise UsageError("--nproc is handled by the sparsecap executable (`sparsecap train --nproc N …`)")
 
@@ -191,6 +198,11 @@ def prune(
     else:
         console.print(f"best val CIDEr-D {best}; no pruned checkpoint")
     console.print(f"sparsity table {result.outputs['csv']} (+ .json), chart {result.outputs['png']}")
+    if as_json:
+        print_json({"run": str(run.path), "status": result.status, "method": opts.method, "target": result.target,
+                    "sparsity": result.sparsity, "reached": result.reached, "message": result.message,
+                    "best_step": result.best_step, "best_cider": result.best_cider, "metrics": result.metrics,
+                    "outputs": {k: str(v) for k, v in result.outputs.items()}, "warnings": result.warnings})
     if result.status == "target-missed":
         raise TargetMissedError(result.message)  # one red line, exit code 1
     raise_for_status(result.status, result.message, signals)  # diverged: exit 1; interrupted: 130 / 143

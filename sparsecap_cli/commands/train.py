@@ -10,6 +10,7 @@ from sparsecap_cli.commands.common import (
     build_config,
     default_run_name,
     join_job,
+    print_json,
     raise_for_status,
     resume_overrides,
     run_stoppable,
@@ -44,6 +45,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run --name from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print only a JSON summary at the end: {run, status, step, "
+                                 "best_step, best_cider, metrics, message} (no progress)."),
     nproc: int = typer.Option(1, "--nproc", help="Train as N processes on this machine (DDP: torchrun "
                               "--standalone --nproc-per-node N); --batch-size stays the global batch.",
                               rich_help_panel="Scale out"),
@@ -69,6 +72,10 @@ def train(
         check_run_name(name)
     if nproc != 1:  # `sparsecap … --nproc N` re-launches itself under torchrun before this point (launch.py)
         raise UsageError("--nproc is handled by the sparsecap executable (`sparsecap train --nproc N …`)")
+    if as_json:
+        if tui:
+            raise UsageError("--json prints a summary at the end; it cannot be combined with --tui")
+        console.quiet, quiet = True, True
     from sparsecap_engine.recipes.train import train as train_run
     from sparsecap_engine.training.setup import check_config
 
@@ -110,6 +117,10 @@ def train(
     console.print(scores_table(f"validation (step {result.step})", result.last_metrics))
     best = f"{result.best_cider:.4f} at step {result.best_step}" if result.best_cider is not None else "none"
     console.print(f"{result.status}: best val CIDEr-D {best}; checkpoints in {run.checkpoints}")
+    if as_json:
+        print_json({"run": str(run.path), "status": result.status, "step": result.step, "best_step": result.best_step,
+                    "best_cider": result.best_cider, "metrics": result.last_metrics, "message": result.message,
+                    "checkpoints": str(run.checkpoints)})
     raise_for_status(result.status, result.message, signals)
 
 
