@@ -82,5 +82,8 @@ def test_caption_without_a_run_uses_the_bundled_demo_model(tmp_path):
     verdicts = [judge_caption(s.objects, c) for s, c in zip(
         scenes, captioner.caption(paths, DecodeOptions(max_len=20).check()), strict=True)]
     assert sum(v.right for v in verdicts) >= 8 and sum(v.truthful for v in verdicts) >= 12  # measured 12 and 16
+    copy = runner.invoke(app, ["export", str(path), "-o", str(tmp_path / "copy.safetensors"), "--values", "fp16"])
+    assert copy.exit_code == 0, copy.output  # -o as in `data pack-features`
+    assert load_model(tmp_path / "copy.safetensors")[2]["sparsity"]["sparsity"] > 0.94
     listing = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
     assert "bundled checkpoint demo" in listing.stdout and BUNDLED["demo"]["about"] in listing.stdout

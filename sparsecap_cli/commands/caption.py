@@ -28,7 +28,7 @@ def caption(
     bad_endings: bool = df.BAD_ENDINGS,
     n_best: int = typer.Option(1, "--n-best", help="Print the n best captions per image with scores (beam, sample)."),
     max_len: int = typer.Option(20, "--max-len", help="Longest caption in tokens."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (auto: cuda when present, as eval)."),
     sparse: str = typer.Option("auto", "--sparse", help="auto | on | off: CSR kernels for pruned layers (CPU; "
                                "auto = on when the pruned weights are ≥ 80% zeros)."),
     as_json: bool = typer.Option(False, "--json", help="Print \\[{image, caption, captions: \\[{caption, score}]}] "

@@ -17,7 +17,7 @@ EXACT, LOSSY = "fp16", ("int8",)
 
 def export(
     checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run directory (its pruned, else best)."),
-    out: Path = typer.Option(..., "--out", help="The sparse .safetensors file to write (atomically)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The sparse .safetensors file to write (atomically)."),
     values: str = typer.Option("fp32", "--values", help="fp32 (exact) | fp16 (half the value bytes) | int8 (lossy: "
                                "per-row scales, a quarter of fp32's value bytes)."),
     check: bool = typer.Option(False, "--check", help="After writing, caption the run's test split (greedy) with "
