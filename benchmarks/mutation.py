@@ -60,7 +60,7 @@ AREAS: dict[str, dict] = {
             "sparsecap_engine/pruning/criteria.py": None,
         },
         "tests": ["tests/test_pruning_masks.py", "tests/test_pruning_methods.py", "tests/test_smp_recipe.py",
-                  "tests/test_mutants_pruning.py"],
+                  "tests/test_mutants_pruning.py", "tests/test_mutants_masks.py"],
     },
     "decoding": {
         "modules": {
@@ -124,6 +124,85 @@ for _n in (27, 30, 31, 63, 66, 67):  # keep_thresholds zips floors with the tens
     EQUIVALENT[f"sparsecap_engine.pruning.smp_control.x_keep_thresholds__mutmut_{_n}"] = (
         "one of the two zip(..., strict=True) over (tensors, floors) made lax: the other still raises on a length "
         "mismatch")
+
+_M = "sparsecap_engine.pruning.masks."
+_INERT_HOOK = ("a load hook left on a baked module is inert (without parametrizations it returns at once) and a later "
+               "attach reuses it; bake removes every mask in the same call, so when the hook goes makes no difference")
+EQUIVALENT.update({
+    _M + "x_attach__mutmut_1": "attach's default kind: any kind but 'supermask' attaches hard masks",
+    _M + "x_attach__mutmut_2": "attach's default kind: any kind but 'supermask' attaches hard masks",
+    _M + "x_bake__mutmut_24": "leave_parametrized=None is falsy like False",
+    _M + "x_baked_state_dict__mutmut_11": "a state-dict key holds '.parametrizations.' once (masks are not nested)",
+    _M + "x_baked_state_dict__mutmut_18": "rest is '<pname>.original' or '<pname>.0.mask' (pname has no dot): "
+                                          "rpartition finds the same 'original' tails",
+    _M + "x_baked_state_dict__mutmut_26": "get_submodule('') is the model itself",
+    _M + "xǁMaskBaseǁ__init____mutmut_2": "the generation's start value: only its changes enter the cache key",
+    _M + "xǁMaskBaseǁ__init____mutmut_3": "in_step None is falsy like False (only tested for truth)",
+    _M + "xǁMaskSetǁend_step__mutmut_1": "in_step None is falsy like False (only tested for truth)",
+    _M + "xǁSupermaskǁ__init____mutmut_25": "topk None is falsy like False (only tested for truth)",
+    _M + "xǁMaskBaseǁforward__mutmut_16": "a cache stored in grad mode outside a step is never read (a hit needs reuse "
+                                          "and the key holds the grad flag); begin_step clears it",
+    _M + "xǁSupermaskǁ__init____mutmut_19": "_kept starts '' instead of None: only begin_step enters a step, and it "
+                                            "clears _kept first",
+    _M + "xǁSupermaskǁ_versions__mutmut_1": "the fixed flag negated: the cache key still changes exactly when fix runs",
+    _M + "xǁSupermaskǁ_compute__mutmut_8": "x.to(its own device) is x: always converting gives the same tensor",
+    _M + "xǁSupermaskǁ_compute__mutmut_14": "x.to(its own device) is x: always converting gives the same (leaf) tensor",
+    _M + "xǁSupermaskǁ_compute__mutmut_40": "rand < σ vs rand <= σ: differ only when a uniform draw equals σ exactly "
+                                            "(probability ~2⁻²⁴ per draw)",
+    _M + "x__load_plain_weights__mutmut_25": "device placement: equivalent on CPU, only a CUDA run can tell",
+    _M + "x_bake__mutmut_50": "device placement (mul_ moves a CPU mask itself): equivalent on CPU",
+    _M + "xǁHardMaskǁset__mutmut_2": "copy_ into the buffer moves the mask to the buffer's device itself",
+})
+for _n in (3, 4, 5):
+    EQUIVALENT[f"{_M}xǁHardMaskǁset__mutmut_{_n}"] = "copy_ into the bool buffer casts to bool anyway (≠ 0 → True)"
+for _n in (1, 2, 3):
+    EQUIVALENT[f"{_M}xǁMaskSetǁbegin_step__mutmut_{_n}"] = (
+        "begin_step also clears every cache, so the generation in the key never decides a hit")
+for _n in (55, 59, 60):
+    EQUIVALENT[f"{_M}x_attach__mutmut_{_n}"] = (
+        "unsafe=False only adds torch's registration-time check that the mask keeps the weight's shape and dtype, "
+        "which both masks do")
+for _n in (61, 66, 67):
+    EQUIVALENT[f"{_M}x_attach__mutmut_{_n}"] = (
+        "a second load hook on a module with two masked tensors is inert: the first already moved the plain keys")
+for _n in (19, 21):
+    EQUIVALENT[f"{_M}x_bake__mutmut_{_n}"] = (
+        "every owner of a masked tensor was parametrized on it by attach: is_parametrized(mod) = (mod, pn) here")
+for _n in (29, 30, 34, 35, 36, 38, 39, 40):
+    EQUIVALENT[f"{_M}x_bake__mutmut_{_n}"] = _INERT_HOOK
+for _n in (47, 51, 52):
+    EQUIVALENT[f"{_M}x_bake__mutmut_{_n}"] = "a tied weight multiplied by its 0/1 mask twice: w⊙m⊙m = w⊙m"
+
+_S = "sparsecap_engine.pruning.ste.xǁ_Supermaskǁ"
+EQUIVALENT.update({
+    _S + "forward__mutmut_22": "σ((s − 0)·1) is σ(s) exactly: the general formula at the default τ, κ",
+    _S + "forward__mutmut_34": "a bool eval mask: the product casts it to w's dtype and g·m promotes it to g's",
+    _S + "backward__mutmut_10": "a gradient returned for logits that need none is discarded by autograd",
+    _S + "backward__mutmut_29": "g_kept is 0-dim: it never sets addcmul's dtype (only rounding it to w's dtype first "
+                                "differs, by at most 1 ulp in bf16)",
+})
+
+_P = "sparsecap_engine.pruning.scope."
+_GUARD = ("neither a ParametrizationList nor a mask owns a weight weight_names would list (no layer type, no "
+          "prunable_weights): skipping them is only a guard")
+EQUIVALENT.update({
+    _P + "x__raw_param__mutmut_6": "_parameters.get(pname) is None for an absent name anyway",
+    _P + "x__scan__mutmut_3": _GUARD,
+    _P + "x__scan__mutmut_9": "rsplit('.') and rsplit('.', 1) have the same last component",
+    _P + "x__scan__mutmut_12": "rsplit('.', 2) and rsplit('.', 1) have the same last component",
+    _P + "x_weight_names__mutmut_43": "'_reverse' names listed for a unidirectional RNN: it has none, absent names are "
+                                      "skipped",
+    _P + "x_weight_names__mutmut_53": "MultiheadAttention always has in_proj_weight (None with separate q/k/v): "
+                                      "getattr's default is never used",
+})
+for _n in (1, 2, 4, 8, 9):
+    EQUIVALENT[f"{_P}x__is_mask_machinery__mutmut_{_n}"] = _GUARD
+for _n in (19, 35):
+    EQUIVALENT[f"{_P}x_weight_names__mutmut_{_n}"] = (
+        "'hr' listed for an LSTM without projections: it has no weight_hr, and absent names are skipped")
+for _n in (28, 31, 34):
+    EQUIVALENT[f"{_P}x_weight_names__mutmut_{_n}"] = (
+        "every RNNBase has proj_size (0 when unused): getattr's default is never used")
 
 _G = "sparsecap_engine.decoding.greedy."
 _TWO_D = "filter_logprobs/sample work on (N, V) log-probs (values[:, -1:] and scatter(1, …) need 2-D): dim 1 is dim −1"

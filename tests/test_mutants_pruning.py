@@ -218,8 +218,9 @@ def test_supermask_hard_fix_and_step_kept():
 
 
 def test_masks_follow_the_device_they_are_moved_to():
-    """On the meta device (no data): a supermask's logits and frozen mask move with ``move_to`` and stay trainable;
-    masks on another device than the weight are brought to the weight's device."""
+    """On the meta device (no data): a supermask's logits and frozen mask move with ``move_to``; a hardened (fixed)
+    supermask's logits stay frozen there (out of training: the optimiser and DDP leave them alone); masks on another
+    device than the weight are brought to the weight's device."""
     from sparsecap_engine.pruning.masks import HardMask, Supermask
 
     meta = torch.device("meta")
@@ -227,7 +228,10 @@ def test_masks_follow_the_device_they_are_moved_to():
     sm = Supermask(torch.Size([2]), init=1.0)
     sm.fix(torch.tensor([True, False]))
     sm.move_to(meta)
-    assert sm.logits.device == meta and sm.logits.requires_grad and sm.logits.is_leaf
+    assert sm.logits.device == meta and not sm.logits.requires_grad and sm.logits.is_leaf
+    live = Supermask(torch.Size([2]), init=1.0)
+    live.move_to(meta)
+    assert live.logits.device == meta and live.logits.requires_grad and live.logits.is_leaf
     assert sm.fixed is not None and sm.fixed.device == meta
     cpu_fixed = Supermask(torch.Size([2]), init=1.0)
     cpu_fixed.fix(torch.tensor([True, False]))
