@@ -87,3 +87,22 @@ def test_caption_without_a_run_uses_the_bundled_demo_model(tmp_path):
     assert load_model(tmp_path / "copy.safetensors")[2]["sparsity"]["sparsity"] > 0.94
     listing = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
     assert "bundled checkpoint demo" in listing.stdout and BUNDLED["demo"]["about"] in listing.stdout
+
+
+def test_shape_only_builds_match_real_ones_for_every_preset():
+    """``build_shapes`` (meta device, initialisers skipped: the fast start of `caption`) has every preset's exact
+    parameter and buffer shapes, and flags (a frozen encoder stays frozen)."""
+    import torch
+
+    from sparsecap_engine.models.registry import build_shapes
+
+    for name in ("ud-small", "ort-xsmall", "transformer-small", "acort-small"):
+        cfg = {k: v for k, v in preset(name).items() if k not in ("tokenizer", "radix_base")}
+        real, shapes = build_model(cfg, 57), build_shapes(cfg, 57)
+        want = {k: (tuple(v.shape), v.dtype) for k, v in real.state_dict().items()}
+        got = {k: (tuple(v.shape), v.dtype) for k, v in shapes.state_dict().items()}
+        assert got == want, name
+        assert [p.requires_grad for p in shapes.parameters()] == [p.requires_grad for p in real.parameters()]
+        assert all(p.is_meta for p in shapes.parameters())
+    with torch.device("meta"):
+        assert torch.empty(2).normal_().is_meta  # the mode is gone after the build: meta ops behave as usual

@@ -12,7 +12,7 @@ from sparsecap_engine.checkpoint.dense import FORMAT as DENSE_FORMAT
 from sparsecap_engine.checkpoint.dense import expand_aliases, read_file, save_dense
 from sparsecap_engine.errors import CheckpointError
 from sparsecap_engine.models.base import CaptionModel
-from sparsecap_engine.models.registry import build_model, model_problem
+from sparsecap_engine.models.registry import build_shapes, build_uninitialised, model_problem
 from sparsecap_engine.text.tokenizer import tokenizer_from_json
 from sparsecap_engine.text.vocab import Vocab
 
@@ -77,8 +77,7 @@ def load_model(path: Path, device: str | torch.device = "cpu", finite: bool = Tr
         problem = model_problem(config, len(vocab), max_params=None)
         if problem:
             raise CheckpointError(f"{path}: its metadata does not describe a model: model {problem}")
-        with torch.device("meta"):  # shapes only
-            probe = build_model(config, len(vocab)).state_dict()
+        probe = build_shapes(config, len(vocab)).state_dict()  # shapes only
     except KeyError as exc:
         raise CheckpointError(f"{path}: metadata lacks {exc}") from None
     except (TypeError, ValueError, AttributeError, RuntimeError) as exc:
@@ -88,7 +87,7 @@ def load_model(path: Path, device: str | torch.device = "cpu", finite: bool = Tr
         if name in state and tuple(state[name].shape) != tuple(tensor.shape):
             raise CheckpointError(f"{path}: weight {name!r} has shape {tuple(state[name].shape)}, the model in its "
                                   f"metadata needs {tuple(tensor.shape)}")
-    model = build_model(config, len(vocab))
+    model = build_uninitialised(config, len(vocab))  # every parameter comes from the file (checked next)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"

@@ -352,7 +352,7 @@ def decode_tensor(name: str, tensors: dict[str, Tensor], entry: dict[str, Any]) 
 
 def pruned_names_of(meta: dict[str, Any]) -> list[str] | None:
     """Names of the prunable tensors of the model described in ``meta`` (None when it cannot be built)."""
-    from sparsecap_engine.models.registry import build_model
+    from sparsecap_engine.models.registry import build_shapes
     from sparsecap_engine.pruning.scope import prunable
 
     try:
@@ -361,8 +361,7 @@ def pruned_names_of(meta: dict[str, Any]) -> list[str] | None:
         vocab_size = int(meta["model"].get("vocab_size") or 0)
         if vocab_size <= 0:
             return None
-        with torch.device("meta"):
-            model = build_model(config, vocab_size)
+        model = build_shapes(config, vocab_size)
     except Exception:  # noqa: BLE001 - no model at hand: fall back to the sparsity threshold
         return None
     return list(prunable(model))

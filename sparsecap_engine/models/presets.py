@@ -13,7 +13,7 @@ from typing import Any
 
 import sparsecap_engine.models.resnet  # noqa: F401 - registers the ``resnet`` encoder
 from sparsecap_engine.models.ort import ORT
-from sparsecap_engine.models.registry import PRESETS, build_model, preset, register_model, register_preset
+from sparsecap_engine.models.registry import PRESETS, build_shapes, preset, register_model, register_preset
 from sparsecap_engine.models.transformer import Transformer
 from sparsecap_engine.models.updown import UpDown
 
@@ -71,7 +71,6 @@ def preset_table() -> list[dict[str, Any]]:
     """One row per registered preset (``sparsecap models``): family, encoder, width, layers, parameter count
     (built on the meta device: nothing allocated) at the vocabulary it is meant for, and which family it is the
     default of."""
-    import torch
 
 
     defaults = {p: family for family, p in DEFAULT_PRESET.items()}
@@ -80,8 +79,7 @@ def preset_table() -> list[dict[str, Any]]:
         config = preset(name)
         vocab = config["radix_base"] + 3 if config.get("tokenizer") == "radix" else COUNT_VOCAB
         build = {k: v for k, v in config.items() if k not in ("tokenizer", "radix_base")}
-        with torch.device("meta"):
-            params = sum(p.numel() for p in build_model(build, vocab).parameters())
+        params = sum(p.numel() for p in build_shapes(build, vocab).parameters())
         rows.append({
             "preset": name, "family": config["name"], "encoder": config.get("encoder", "grid-cnn"),
             "width": config.get("d_model", config.get("rnn_size")), "layers": config.get("num_layers", 2),

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.models.base import CaptionModel
@@ -36,6 +38,59 @@ def preset(name: str) -> dict[str, Any]:
     return {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[name].items()}
 
 
+class _ShapesOnly(TorchFunctionMode):
+    """Inside a meta-device build, in-place initialisers (``normal_``, ``uniform_``, …) have no data to fill: they are
+    skipped, and with them torch's one-time import of its Python reference ops (about 1 s, which would otherwise be
+    most of ``sparsecap caption``'s start-up)."""
+
+    #: in-place ops that only fill values (never a shape, dtype or flag): what ``nn.init`` and ``reset_parameters`` use
+    FILLS = frozenset({
+        "normal_", "uniform_", "zero_", "zeros_", "ones_", "fill_", "constant_", "copy_", "eye_", "dirac_",
+        "orthogonal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_",
+        "sparse_", "bernoulli_", "exponential_", "log_normal_", "random_", "mul_", "div_", "add_", "sub_", "clamp_",
+        "__setitem__",
+    })
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in self.FILLS:
+            target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))  # nn.init passes tensor=…
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
+
+
+class _NoParamInit(TorchFunctionMode):
+    """Parameters' random and constant initialisers skipped (left as ``torch.empty`` made them): for a model whose
+    every parameter a checkpoint is about to set. Buffers (a positional table) are computed as usual."""
+
+    INITS = frozenset({
+        "normal_", "uniform_", "zero_", "zeros_", "ones_", "fill_", "constant_", "orthogonal_", "trunc_normal_",
+        "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_",
+    })
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in self.INITS:
+            target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+            if isinstance(target, nn.Parameter):
+                return target
+        return func(*args, **kwargs)
+
+
+def build_uninitialised(config: dict[str, Any], vocab_size: int) -> CaptionModel:
+    """:func:`build_model` without initialising the parameters (a paper-size model's random init is most of the time
+    to load it): only for loading a state dict that holds every parameter (``checkpoint/model_io.py`` checks)."""
+    with _NoParamInit():
+        return build_model(config, vocab_size)
+
+
+def build_shapes(config: dict[str, Any], vocab_size: int) -> CaptionModel:
+    """:func:`build_model` on the meta device, parameters uninitialised: shapes and counts only, nothing allocated."""
+    with torch.device("meta"), _ShapesOnly():
+        return build_model(config, vocab_size)
+
+
 #: a model past this many parameters is refused before it is built (2 G parameters: 8 GB of fp32 weights)
 MAX_PARAMS = 2_000_000_000
 
@@ -46,7 +101,6 @@ def model_problem(config: dict[str, Any], vocab_size: int = 16, max_params: int 
     is built on the meta device: nothing is allocated, however absurd the sizes."""
     import warnings
 
-    import torch
 
     for key, value in config.items():  # a zero width builds (with a torch warning) and fails only when loaded
         sizes = ("_size", "d_model", "dim_feedforward", "d_ff", "num_layers", "num_heads")
@@ -60,9 +114,9 @@ def model_problem(config: dict[str, Any], vocab_size: int = 16, max_params: int 
             isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels)):
         return f"encoder_args.channels must be a non-empty list of positive integers, got {channels!r}"
     try:
-        with torch.device("meta"), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. torch's zero-element warning: the error below says it
-            model = build_model(config, vocab_size)
+            model = build_shapes(config, vocab_size)
     except UsageError as exc:
         return str(exc)
     except (TypeError, ValueError, RuntimeError, OverflowError, AttributeError, KeyError) as exc:

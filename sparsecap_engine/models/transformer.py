@@ -42,20 +42,28 @@ class LayerNorm(nn.Module):
 
 
 class PositionalEncoding(nn.Module):
-    """Sinusoidal table PE(t, 2i) = sin(t / 10000^(2i/d)), PE(t, 2i+1) = cos(...); recomputed, never saved."""
+    """Sinusoidal table PE(t, 2i) = sin(t / 10000^(2i/d)), PE(t, 2i+1) = cos(...); recomputed, never saved: made on the
+    first forward pass, on the input's device (building a model, even on the meta device, computes nothing)."""
 
     def __init__(self, d_model: int, max_len: int = 5000):
         super().__init__()
-        position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
-        div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
-        pe = torch.zeros(max_len, d_model)
-        pe[:, 0::2] = torch.sin(position * div)
-        pe[:, 1::2] = torch.cos(position * div[: d_model // 2])
-        self.register_buffer("pe", pe, persistent=False)
+        self.d_model, self.max_len = d_model, max_len
+        self.register_buffer("pe", torch.empty(0, d_model), persistent=False)
+
+    def table(self, device: torch.device) -> Tensor:
+        if self.pe.shape[0] != self.max_len or self.pe.device != device:
+            position = torch.arange(self.max_len, dtype=torch.float32, device=device).unsqueeze(1)
+            div = torch.exp(torch.arange(0, self.d_model, 2, dtype=torch.float32, device=device)
+                            * (-math.log(10000.0) / self.d_model))
+            pe = torch.zeros(self.max_len, self.d_model, device=device)
+            pe[:, 0::2] = torch.sin(position * div)
+            pe[:, 1::2] = torch.cos(position * div[: self.d_model // 2])
+            self.pe = pe
+        return self.pe
 
     def forward(self, x: Tensor, start: int = 0) -> Tensor:
         """Add rows ``start .. start+T`` to ``x`` (B, T, d)."""
-        return x + self.pe[start : start + x.shape[1]].to(x.dtype)
+        return x + self.table(x.device)[start : start + x.shape[1]].to(x.dtype)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None, dropout: nn.Module) -> Tensor:
