@@ -229,6 +229,8 @@ def fit_to_steps(cfg: RunConfig, explicit: set[str]) -> list[str]:
     user did not give (``explicit``); a given value that cannot work as meant gets a warning (returned)."""
     steps, tc, oc = cfg.train.steps, cfg.train, cfg.optim
     warnings: list[str] = []
+    if not isinstance(steps, int) or steps < 1:
+        return warnings  # the config's checks refuse it
     if "train.val_every" not in explicit and tc.val_every > steps // 2:
         tc.val_every = max(1, steps // 4)
     elif tc.val_every > steps:

@@ -16,7 +16,7 @@ EXE = str(Path(sys.executable).parent / "sparsecap")
 
 
 def sparsecap(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=1200)
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def test_once_prints_a_plain_snapshot(tmp_path: Path) -> None:
     assert lines[0] == "run gradual  [completed]"
     assert lines[1] == "  updown  ·  gradual  ·  123,456 params  ·  target sparsity 90.0%"
     assert lines[2] == (
-        "  step 400/400 (100%)  epoch 8  items/s 160  ETA —  device cpu  ckpt last.safetensors@400 ★best"
+        "  step 400/400 (100%)  epoch 8  items/s 160  elapsed 3m21s  ETA —  device cpu  ckpt last.safetensors@400 ★best"
     )
     assert lines[3] == "  best CIDEr-D 0.8 @ step 400"
     loss = next(line for line in lines if line.startswith("  loss "))

@@ -91,11 +91,11 @@ def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str
             other[key] = value
     cfg = cfg.override(other)
     cfg.model.overrides = {**cfg.model.overrides, **model_sets}
-    from sparsecap_cli.render import console
+    from sparsecap_cli.render import err_console
     from sparsecap_engine.config import fit_to_steps
 
     for warning in fit_to_steps(cfg, given_keys(config_file, flags, sets) | (explicit or set())):
-        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)  # stdout stays --json's
     return cfg
 
 

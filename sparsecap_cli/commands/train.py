@@ -106,6 +106,9 @@ def train(
             raise UsageError("--from starts an SCST stage (add --scst); to prune a run use `sparsecap prune --from`")
         else:
             cfg = build_config(config, flags, sets)
+            if cfg.prune:
+                raise UsageError(f"[prune] settings ({', '.join(f'prune.{k}' for k in cfg.prune)}) belong to "
+                                 "`sparsecap prune`; `train` trains a dense model")
         check_config(cfg)
         path = runs_root / (name or default_run_name(cfg, "-scst" if scst else ""))
         run = join_job(cfg).on_main(lambda: RunDir.create(path, overwrite=overwrite))  # rank 0 creates, all get it

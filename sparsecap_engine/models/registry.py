@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -95,6 +96,54 @@ def build_shapes(config: dict[str, Any], vocab_size: int) -> CaptionModel:
 MAX_PARAMS = 2_000_000_000
 
 
+#: settings every model config may hold besides its class's own (the family, the encoder, the tokenizer)
+COMMON_SETTINGS = ("name", "preset", "encoder", "encoder_args", "tokenizer", "radix_base", "vocab_size")
+
+
+def settings_of(cls: type) -> set[str]:
+    """The keyword settings a model or encoder class takes: its ``__init__``'s named parameters, and its project base
+    classes' when it passes ``**kwargs`` on (``ORT`` → ``Transformer``)."""
+    keys: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or not klass.__module__.startswith("sparsecap_engine"):
+            continue
+        params = inspect.signature(init).parameters.values()
+        keys |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+        passes_on = any(p.kind is p.VAR_KEYWORD and p.name != "_" for p in params)
+        if not passes_on:
+            break
+    return keys
+
+
+def _unknown_settings(config: dict[str, Any]) -> str | None:
+    """A setting the model or its encoder would silently ignore (a typo, another family's), with the nearest valid."""
+    import difflib
+
+    from sparsecap_engine.models.encoders import ENCODERS
+
+    cls = MODELS.get(config.get("name"))
+    if cls is None:
+        return None  # build_model names the unknown family
+    valid = (settings_of(cls) - {"feat_dim"}) | set(COMMON_SETTINGS)  # feat_dim: the encoder's output
+    for key in config:
+        if key not in valid:
+            near = difflib.get_close_matches(key, sorted(valid), n=1)
+            own = ", ".join(sorted(valid - set(COMMON_SETTINGS)))
+            hint = f" (did you mean {near[0]!r}?)" if near else f"; {config.get('name')} takes {own}"
+            return f"setting {key!r} is not one of {config.get('name')}'s{hint}"
+    encoder = ENCODERS.get(config.get("encoder", "grid-cnn"))
+    args = config.get("encoder_args", {})
+    if encoder is not None and isinstance(args, dict):
+        valid_args = settings_of(encoder)
+        for key in args:
+            if key not in valid_args:
+                near = difflib.get_close_matches(key, sorted(valid_args), n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else f"; it takes {', '.join(sorted(valid_args))}"
+                return f"encoder_args {key!r} is not a setting of encoder {config.get('encoder', 'grid-cnn')!r}{hint}"
+    return None
+
+
 def model_problem(config: dict[str, Any], vocab_size: int = 16, max_params: int | None = MAX_PARAMS) -> str | None:
     """Why ``config`` does not describe a model that can be built (a size of the wrong type or range, a channel list
     that is empty or not positive, an option torch refuses, more than ``max_params`` parameters), or None. The model
@@ -102,6 +151,9 @@ def model_problem(config: dict[str, Any], vocab_size: int = 16, max_params: int 
     import warnings
 
 
+    unknown = _unknown_settings(config)
+    if unknown:
+        return unknown
     for key, value in config.items():  # a zero width builds (with a torch warning) and fails only when loaded
         sizes = ("_size", "d_model", "dim_feedforward", "d_ff", "num_layers", "num_heads")
         if isinstance(value, int) and not isinstance(value, bool) and key.endswith(sizes) and value < 1:

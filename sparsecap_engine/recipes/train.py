@@ -24,6 +24,7 @@ from sparsecap_engine.checkpoint.pruned import save_pruned
 from sparsecap_engine.config import RunConfig
 from sparsecap_engine.data.loader import PrefetchedSplit, auto_workers
 from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
+from sparsecap_engine.errors import UsageError
 from sparsecap_engine.humanize import percent
 from sparsecap_engine.metrics.bleu import bleu_scores
 from sparsecap_engine.metrics.cider import compute_cider
@@ -176,6 +177,8 @@ def train(
         check_vocab(run)  # before anything is rewritten: a swapped vocab.json would size the model and be baked in
     saved_vocab = load_tokenizer(run.vocab_path) if resume and run.vocab_path.is_file() else None
     splits = splits or load_splits(config.data, vocab=saved_vocab, progress=progress, model=model_cfg)
+    if tc.batch_size > len(splits.train):  # every step would silently take the whole split instead
+        raise UsageError(f"train.batch_size {tc.batch_size} is larger than the {len(splits.train)} training images")
     model_cfg = fit_encoder(model_cfg, splits)  # region features → regions encoder of their width
     vocab = splits.vocab
     objective = objective or xe_objective(config, vocab.pad_id)
