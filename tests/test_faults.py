@@ -64,7 +64,10 @@ def test_signal_saves_then_resume_is_exact(data: dict[str, Path], sig: int, code
     res = _stop_midway(_train(data, run.name, *steps), run, sig)
     assert res.returncode == code, res.stderr
     assert "Traceback" not in res.stderr
-    errors = [line for line in res.stderr.splitlines() if line.strip()]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    warned = [line for line in lines if line.startswith("warning:")]  # no validation before 400: said, as asked
+    assert warned == ["warning: train.val_every 1000 > train.steps 400: validates only at the end"]
+    errors = [line for line in lines if not line.startswith("warning:")]
     assert len(errors) == 1 and f"interrupted ({word}); last checkpoint saved" in errors[0]
     end = _events(run)[-1]
     assert end["kind"] == "run_end" and end["status"] == "interrupted" and 5 <= end["step"] < 400
