@@ -27,10 +27,9 @@ def sparsecap(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
     return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A dense run trained 4 steps and a magnitude run pruned from it to 90 % (its ``prune`` output kept)."""
-    root = tmp_path_factory.mktemp("human")
+def make_tiny_runs(root: Path) -> dict:
+    """Under ``root``: a dense run trained 4 steps and a magnitude run pruned from it to 90 % in 2 more (its
+    ``prune`` output kept), both by the real executable."""
     dataset = generate_synthetic(root / "data", images=40, size=32, seed=5)
     tiny = ["--set", "data.image_size=32", "--set", "model.rnn_size=32", "--set", "model.input_encoding_size=16",
             "--set", "model.att_hid_size=16", "--set", "train.val_images=4",
@@ -43,6 +42,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
                        "--device", "cpu", "--quiet")
     assert pruned.returncode == 0, pruned.stderr
     return {"root": root, "dense": root / "runs" / "dense", "mag": root / "runs" / "mag", "prune": pruned}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return make_tiny_runs(tmp_path_factory.mktemp("human"))
 
 
 def _no_raw_dicts_or_scientific(text: str) -> None:

@@ -6,9 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -37,8 +34,8 @@ from sparsecap_engine.checkpoint.sparse import (
 )
 from sparsecap_engine.errors import CheckpointError
 from tests.sparse_fixtures import pruned_ort, pruned_updown, vocab_for
+from tests.test_human_output import make_tiny_runs, sparsecap
 
-EXE = str(Path(sys.executable).parent / "sparsecap")
 DENSITIES = [0.0, 1e-4, 0.003, 0.02, 0.1, 0.5, 0.9, 1.0]
 SHAPES = [(4000,), (37, 53), (6, 5, 7)]
 
@@ -327,29 +324,10 @@ def test_encode_state_refuses_unknown_values_and_kinds():
 # --- export --check on a run the project's own training wrote --------------------------------------------------------
 
 
-def sparsecap(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dense run trained 4 steps, pruned by magnitude to 90 % in 2 more (as tests/test_human_output.py)."""
-    from sparsecap_engine.data.synthetic import generate_synthetic
-
-    root = tmp_path_factory.mktemp("compact")
-    dataset = generate_synthetic(root / "data", images=40, size=32, seed=5)
-    tiny = ["--set", "data.image_size=32", "--set", "model.rnn_size=32", "--set", "model.input_encoding_size=16",
-            "--set", "model.att_hid_size=16", "--set", "train.val_images=4",
-            "--set", 'model.encoder_args={"channels": [8, 16]}']
-    res = sparsecap("train", "--dataset", str(dataset), "--runs-root", str(root / "runs"), "--name", "dense",
-                    "--steps", "4", "--batch-size", "4", "--val-every", "4", "--device", "cpu", "--quiet", *tiny)
-    assert res.returncode == 0, res.stderr
-    res = sparsecap("prune", "--from", str(root / "runs" / "dense"), "--method", "magnitude", "--sparsity", "0.9",
-                    "--runs-root", str(root / "runs"), "--name", "mag", "--steps", "2", "--val-every", "2",
-                    "--device", "cpu", "--quiet")
-    assert res.returncode == 0, res.stderr
-    return root / "runs" / "mag"
+    """A dense run trained 4 steps, pruned by magnitude to 90 % in 2 more (``tests/test_human_output.py``'s)."""
+    return make_tiny_runs(tmp_path_factory.mktemp("compact"))["mag"]
 
 
 @pytest.mark.slow

@@ -178,20 +178,22 @@ def training_flags(
     }
 
 
-def print_json(payload: dict[str, Any]) -> None:
-    """A command's ``--json`` summary on stdout (NaN and infinities as null)."""
+def finite(obj: Any) -> Any:
+    """NaN/inf (a diverged loss) → null, so the output is strict JSON."""
     import math
 
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [clean(x) for x in v]
-        return v
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    return obj
 
-    print(json.dumps(clean(payload)), flush=True)
+
+def print_json(payload: dict[str, Any]) -> None:
+    """A command's ``--json`` summary on stdout (NaN and infinities as null)."""
+    print(json.dumps(finite(payload)), flush=True)
 
 
 def raise_for_status(status: str, message: str, signals: StopSignals | None = None) -> None:

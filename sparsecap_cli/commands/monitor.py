@@ -10,20 +10,10 @@ from typing import Any
 
 import typer
 
+from sparsecap_cli.commands.common import finite
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.monitor_roots import list_runs, resolve_monitor_path
 from sparsecap_engine.monitor_state import load_state
-
-
-def _finite(obj: Any) -> Any:
-    """NaN/inf (a diverged loss) → null, so the output is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def monitor(
@@ -46,7 +36,7 @@ def monitor(
         raise UsageError(f"--interval must be a positive number of seconds, got {interval}")
     kind, path = resolve_monitor_path(path)
     if as_json:
-        typer.echo(json.dumps(_finite(_json_state(kind, path, points)), indent=2, default=str, allow_nan=False))
+        typer.echo(json.dumps(finite(_json_state(kind, path, points)), indent=2, default=str, allow_nan=False))
         return
     if once:
         typer.echo(_text_state(kind, path), nl=False)
