@@ -20,6 +20,7 @@ from sparsecap_cli.commands import (
     sweep,
     train,
 )
+from sparsecap_cli.help_style import Command, Group
 from sparsecap_cli.launch import torchrun_argv
 from sparsecap_cli.render import err_console
 from sparsecap_engine import __version__
@@ -31,6 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=Group,
 )
 
 
@@ -50,18 +52,18 @@ def main(
 
 # in workflow order; the panels group them in --help
 WORKFLOW, LOOK, SETUP = "Workflow", "Look inside", "Data and setup"
-app.command("train", rich_help_panel=WORKFLOW)(train.train)
-app.command("prune", rich_help_panel=WORKFLOW)(prune.prune)
-app.command("eval", rich_help_panel=WORKFLOW)(evaluate.evaluate)
-app.command("caption", rich_help_panel=WORKFLOW)(caption.caption)
-app.command("sweep", rich_help_panel=WORKFLOW)(sweep.sweep)
-app.command("inspect", rich_help_panel=LOOK)(inspect.inspect)
-app.command("export", rich_help_panel=LOOK)(export.export)
-app.command("monitor", rich_help_panel=LOOK)(monitor.monitor)
-app.command("models", rich_help_panel=LOOK)(models.models)
+app.command(cls=Command, name="train", rich_help_panel=WORKFLOW)(train.train)
+app.command(cls=Command, name="prune", rich_help_panel=WORKFLOW)(prune.prune)
+app.command(cls=Command, name="eval", rich_help_panel=WORKFLOW)(evaluate.evaluate)
+app.command(cls=Command, name="caption", rich_help_panel=WORKFLOW)(caption.caption)
+app.command(cls=Command, name="sweep", rich_help_panel=WORKFLOW)(sweep.sweep)
+app.command(cls=Command, name="inspect", rich_help_panel=LOOK)(inspect.inspect)
+app.command(cls=Command, name="export", rich_help_panel=LOOK)(export.export)
+app.command(cls=Command, name="monitor", rich_help_panel=LOOK)(monitor.monitor)
+app.command(cls=Command, name="models", rich_help_panel=LOOK)(models.models)
 app.add_typer(data.app, name="data", rich_help_panel=SETUP)
-app.command("doctor", rich_help_panel=SETUP)(doctor.doctor)
-app.command("sweep-measure", hidden=True)(sweep.sweep_measure)
+app.command(cls=Command, name="doctor", rich_help_panel=SETUP)(doctor.doctor)
+app.command(cls=Command, name="sweep-measure", hidden=True)(sweep.sweep_measure)
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -41,3 +41,8 @@ def test_help_shows_every_option_text(path: tuple[str, ...]):
         if text:
             want = _squash(text.replace("\\[", "["))
             assert want in shown, f"{' '.join(path)} {param.name}: {want!r} not in --help"
+    # a flag takes no value: no ``<bool>`` type column (Typer's default shows one), but valued options keep theirs
+    assert "<bool>" not in res.output, f"{' '.join(path)}: a flag shows <bool>"
+    if any(getattr(p, "is_flag", None) is False and not getattr(p, "hidden", False) for p in command.params
+           if getattr(p, "param_type_name", "") == "option"):
+        assert re.search(r"<(int|float|str|path)>", res.output), f"{' '.join(path)}: valued options lost their type"

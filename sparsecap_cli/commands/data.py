@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
+from sparsecap_cli.help_style import Command, Group
 from sparsecap_cli.render import console, progress_bar
 from sparsecap_engine.data.karpathy import load_karpathy
 from sparsecap_engine.data.synthetic import DEFAULT_IMAGES, DEFAULT_SEED, DEFAULT_SIZE, generate_synthetic
 
-app = typer.Typer(help="Datasets: generate the embedded synthetic dataset.", no_args_is_help=True)
+app = typer.Typer(help="Datasets: generate the embedded synthetic dataset.", no_args_is_help=True, cls=Group)
 
 
 @app.callback()
@@ -20,7 +21,7 @@ def _group() -> None:
     """Datasets: generate the embedded synthetic dataset."""
 
 
-@app.command()
+@app.command(cls=Command)
 def synth(
     out: Annotated[Path, typer.Option(help="Folder to write dataset.json and images/ into (replaced if synthetic).")],
     images: Annotated[int, typer.Option(min=1, max=1_000_000, help="Number of images to render.")] = DEFAULT_IMAGES,
@@ -40,7 +41,7 @@ def synth(
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def scene(
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("scene.png"),
     seed: Annotated[int, typer.Option(help="Random seed of the scene.")] = 12345,

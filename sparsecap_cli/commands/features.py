@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sparsecap_cli.help_style import Command
 from sparsecap_cli.render import console, progress_bar
 
 
@@ -57,5 +58,5 @@ def extract_features(
 
 def register(app: typer.Typer) -> None:
     """Add these commands to the ``data`` sub-app."""
-    app.command("pack-features")(pack_features)
-    app.command("extract-features")(extract_features)
+    app.command(cls=Command, name="pack-features")(pack_features)
+    app.command(cls=Command, name="extract-features")(extract_features)
