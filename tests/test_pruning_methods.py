@@ -223,3 +223,29 @@ def test_unknown_method_and_bad_options():
     with pytest.raises(UsageError, match="sparsity"):
         build_method("gradual", sparsity=1.5)
     assert math.isclose(n_keep(1000, 0.95), 50)
+
+
+def test_snip_signed_saliency_is_the_reference_ranking_and_inverts_with_a_negative_sum():
+    from sparsecap_engine.pruning.criteria import select_global, snip_scores
+
+    w = {"a": torch.tensor([[1.0, 2.0], [-1.0, 3.0]]), "b": torch.tensor([4.0, 1.0])}
+    g = {"a": torch.tensor([[1.0, -1.0], [2.0, 1.0]]), "b": torch.tensor([0.5, -3.0])}
+    # g ⊙ w = a: [[1, -2], [-2, 3]], b: [2, -3]; Σ = -1: dividing by it flips every sign
+    signed = snip_scores(w, g, saliency="signed")
+    assert torch.equal(signed["a"], torch.tensor([[-1.0, 2.0], [2.0, -3.0]]))
+    assert torch.equal(signed["b"], torch.tensor([-2.0, 3.0]))
+    kept = select_global(signed, 0.5).masks  # keeps the 3 largest of 6: the ones |g⊙w| would rank 2nd, 3rd, 1st
+    assert kept["a"].tolist() == [[False, True], [True, False]] and kept["b"].tolist() == [False, True]
+    unsigned = select_global(snip_scores(w, g), 0.5).masks  # |g⊙w| = [[1, 2], [2, 3]], [2, 3]: keeps 3, 3 and one 2
+    assert unsigned["a"][1, 1] and unsigned["b"][1] and not unsigned["a"][0, 0]
+    # a pruned weight stays below every live score, negative ones included
+    masked = snip_scores(w, g, {"b": torch.tensor([1.0, 0.0])}, saliency="signed")
+    assert float(masked["b"][1]) < min(float(s.min()) for s in signed.values())
+    with pytest.raises(UsageError, match="unknown SNIP saliency"):
+        snip_scores(w, g, saliency="raw")
+
+
+def test_snip_method_uses_the_configured_saliency():
+    with pytest.raises(UsageError, match="prune.snip_saliency"):
+        SnipMethod(0.5, snip_saliency="sign")
+    assert SnipMethod(0.5, snip_saliency="signed").snip_saliency == "signed"

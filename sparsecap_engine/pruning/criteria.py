@@ -46,13 +46,31 @@ def dist_scores(weights: dict[str, Tensor], masks: dict[str, Tensor] | None = No
     return out
 
 
-def snip_scores(weights: dict[str, Tensor], grads: dict[str, Tensor], masks=None) -> dict[str, Tensor]:
-    """SNIP connection saliency ``|g ⊙ w|`` (Lee et al. 2019), unsigned (the reference's signed sum is a defect)."""
+#: how SNIP ranks connections: ``abs`` = ``|g ⊙ w|`` (Lee et al. 2019); ``signed`` = the reference's ``g⊙w / Σ g⊙w``
+SNIP_SALIENCY = ("abs", "signed")
+
+
+def snip_scores(weights: dict[str, Tensor], grads: dict[str, Tensor], masks=None,
+                saliency: str = "abs") -> dict[str, Tensor]:
+    """SNIP connection saliency ``|g ⊙ w|`` (Lee et al. 2019).
+
+    ``saliency="signed"`` reproduces the reference: the signed ``g ⊙ w`` divided by its global sum, so a weight whose
+    removal would *lower* the loss ranks lowest, and a negative sum inverts the whole ranking (its defect, kept for
+    reproduction). Already-pruned weights score below every live one."""
+    if saliency not in SNIP_SALIENCY:
+        raise UsageError(f"unknown SNIP saliency {saliency!r}; choose from {', '.join(SNIP_SALIENCY)}")
+    raw = {name: grads[name].float() * w.detach().float() for name, w in weights.items()}
+    if saliency == "signed":
+        total = sum(float(r.sum()) for r in raw.values())
+        raw = {name: r / (total if total != 0.0 else 1.0) for name, r in raw.items()}
+        floor = min((float(r.min()) for r in raw.values()), default=0.0) - 1.0
+    else:
+        raw = {name: r.abs() for name, r in raw.items()}
+        floor = -1.0
     out = {}
-    for name, w in weights.items():
-        s = (grads[name].float() * w.detach().float()).abs()
+    for name, s in raw.items():
         if masks is not None and name in masks:
-            s = s.masked_fill(~masks[name].to(s.device, torch.bool), -1.0)
+            s = s.masked_fill(~masks[name].to(s.device, torch.bool), floor)
         out[name] = s
     return out
 

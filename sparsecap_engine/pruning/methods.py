@@ -21,7 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from sparsecap_engine.errors import CheckpointError, UsageError
-from sparsecap_engine.pruning.criteria import CRITERIA, GradualSchedule, select, select_global, snip_scores
+from sparsecap_engine.pruning.criteria import (
+    CRITERIA,
+    SNIP_SALIENCY,
+    GradualSchedule,
+    select,
+    select_global,
+    snip_scores,
+)
 from sparsecap_engine.pruning.masks import MaskSet, Supermask, attach
 from sparsecap_engine.pruning.report import nnz_within, sparsity_report, summary
 from sparsecap_engine.pruning.smp_control import cubic_target, keep_thresholds, layer_floors
@@ -422,14 +429,18 @@ MAX_SNIP_BATCHES = 10_000
 class SnipMethod(PruneMethod):
     """SNIP (Lee et al. 2019): before the first step, saliency ``|g ⊙ w|`` with ``g`` the gradient of the caption loss
     summed over ``snip_batches`` batches at initialisation; keep the globally largest; masks then stay fixed.
+    ``snip_saliency="signed"`` ranks by the reference's signed, sum-normalised ``g ⊙ w`` instead.
 
     ``loss_fn(model, i) -> loss`` (the i-th saliency batch) is set by the flow that builds the run."""
 
-    def __init__(self, sparsity: float, snip_batches: int = 1, **kw: Any):
+    def __init__(self, sparsity: float, snip_batches: int = 1, snip_saliency: str = "abs", **kw: Any):
         super().__init__(sparsity, **kw)
         if not 1 <= snip_batches <= MAX_SNIP_BATCHES:
             raise UsageError(f"--snip-batches must be between 1 and {MAX_SNIP_BATCHES}, got {snip_batches}")
+        if snip_saliency not in SNIP_SALIENCY:
+            raise UsageError(f"unknown prune.snip_saliency {snip_saliency!r}; choose from {', '.join(SNIP_SALIENCY)}")
         self.snip_batches = int(snip_batches)
+        self.snip_saliency = snip_saliency
         self.loss_fn: Callable[[nn.Module, int], Tensor] | None = None
         #: multi-process runs: averages the summed gradients over the ranks before the selection (in place)
         self.reduce: Callable[[list[Tensor]], None] | None = None
@@ -450,7 +461,7 @@ class SnipMethod(PruneMethod):
         self.model.zero_grad(set_to_none=True)
         if self.reduce is not None:
             self.reduce(list(grads.values()))
-        return snip_scores(weights, grads)
+        return snip_scores(weights, grads, saliency=self.snip_saliency)
 
     def prune_now(self) -> None:
         sel = select_global(self.saliency(), self.target, self.min_density)

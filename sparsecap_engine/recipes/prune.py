@@ -30,7 +30,7 @@ from sparsecap_engine.errors import CheckpointError, DivergedError, UsageError
 from sparsecap_engine.humanize import percent
 from sparsecap_engine.models.registry import build_model
 from sparsecap_engine.progress import Progress, no_progress
-from sparsecap_engine.pruning.criteria import CRITERIA, select
+from sparsecap_engine.pruning.criteria import CRITERIA, SNIP_SALIENCY, select
 from sparsecap_engine.pruning.methods import PRUNE_METHODS, PruneMethod, SupermaskMethod, build_method
 from sparsecap_engine.pruning.report import sparsity_report, summary, write_report
 from sparsecap_engine.pruning.scope import in_scope, prunable
@@ -70,6 +70,7 @@ class PruneOptions:
     rounds: int = 1
     rewind_step: int = 0
     snip_batches: int = 1
+    snip_saliency: str = "abs"
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -110,6 +111,9 @@ class PruneOptions:
             raise UsageError(f"--sparsity must be in [0, 1), got {self.sparsity}")
         if self.recipe not in SupermaskMethod.RECIPES:
             raise UsageError(f"unknown --recipe {self.recipe!r}; choose from {', '.join(SupermaskMethod.RECIPES)}")
+        if self.snip_saliency not in SNIP_SALIENCY:
+            raise UsageError(f"unknown prune.snip_saliency {self.snip_saliency!r}; "
+                             f"choose from {', '.join(SNIP_SALIENCY)}")
         if not 0.0 <= self.ramp_begin < self.ramp_end <= self.harden_at <= 1.0:
             raise UsageError(f"supermask needs 0 ≤ --ramp-begin < --ramp-end ≤ --harden-at ≤ 1, got "
                              f"{self.ramp_begin}, {self.ramp_end} and {self.harden_at}")
@@ -174,7 +178,7 @@ def make_method(opts: PruneOptions, total_steps: int, masks: dict[str, Tensor] |
                       "layer_share": opts.layer_share, "ramp_begin": opts.ramp_begin},
         "gradual": {"start": auto(opts.start), "end": auto(opts.end), "every": auto(opts.every),
                     "initial_sparsity": opts.initial_sparsity},
-        "snip": {"snip_batches": opts.snip_batches},
+        "snip": {"snip_batches": opts.snip_batches, "snip_saliency": opts.snip_saliency},
         "fixed": {"masks": masks},
         "lottery": {"masks": masks},
     }.get(opts.method, {})
