@@ -96,10 +96,12 @@ def progress_bar(quiet: bool = False) -> Iterator[Any]:
 
 
 def scores_table(title: str, rows: dict[str, Any]) -> Table:
-    """A two-column table of metric name → value (4 decimals)."""
+    """A two-column table of metric name (BLEU-4, ROUGE-L, CIDEr-D: one spelling everywhere) → value (4 decimals)."""
+    from sparsecap_engine.humanize import metric_label
+
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in rows.items():
-        table.add_row(key, _score(value) if value is not None else "[dim]unavailable[/dim]")
+        table.add_row(metric_label(key), _score(value) if value is not None else "[dim]unavailable[/dim]")
     return table

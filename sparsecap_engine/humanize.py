@@ -15,6 +15,16 @@ from typing import Any
 MAX_DECIMALS = 8
 
 
+#: pycocoevalcap's result keys → the names human output uses everywhere (its "CIDEr" is CIDEr-D)
+METRIC_LABELS = {"Bleu_1": "BLEU-1", "Bleu_2": "BLEU-2", "Bleu_3": "BLEU-3", "Bleu_4": "BLEU-4",
+                 "ROUGE_L": "ROUGE-L", "CIDEr": "CIDEr-D"}
+
+
+def metric_label(key: str) -> str:
+    """``Bleu_4`` → ``BLEU-4``, ``ROUGE_L`` → ``ROUGE-L``, ``CIDEr`` → ``CIDEr-D``; other names as they are."""
+    return METRIC_LABELS.get(key, key)
+
+
 def percent(fraction: float | None, decimals: int = 2) -> str:
     """``0.95`` → ``95.00%``; ``0.99999`` → ``99.999%`` (not a false ``100.00%``); ``None``/NaN → ``–``."""
     if fraction is None or not isinstance(fraction, (int, float)) or math.isnan(fraction):

@@ -15,7 +15,7 @@ from sparsecap_engine.data.features import pad_regions
 from sparsecap_engine.data.images import image_size_problem, load_image, read_rgb
 from sparsecap_engine.data.synthetic_features import REGIONS_NAME, scene_regions
 from sparsecap_engine.decoding.api import DecodeOptions, caption_batch, caption_batch_nbest
-from sparsecap_engine.errors import CheckpointError, UsageError
+from sparsecap_engine.errors import CheckpointError, RunError, UsageError
 from sparsecap_engine.models.base import CaptionModel
 from sparsecap_engine.runs import RunDir
 from sparsecap_engine.text.vocab import Vocab
@@ -30,18 +30,32 @@ class Captioner:
     device: torch.device
 
     @classmethod
+    def load_from(cls, source: Path, which: str = "best", device: str = "cpu", sparse: str = "off") -> Captioner:
+        """From ``source``: a run directory (its ``which`` checkpoint, best falling back to last) or a checkpoint
+        file (``which`` must then be best, the default)."""
+        if Path(source).is_dir():
+            return cls.load(source, None, device, sparse, which)
+        if not Path(source).exists():
+            raise RunError(f"run not found: {source} (no such run directory or checkpoint file)")
+        if which != "best":
+            raise UsageError(f"--checkpoint {which} picks a checkpoint of a run; {source} is a file")
+        return cls.load(None, source, device, sparse)
+
+    @classmethod
     def load(
-        cls, run: Path | None = None, checkpoint: Path | None = None, device: str = "cpu", sparse: str = "off"
+        cls, run: Path | None = None, checkpoint: Path | None = None, device: str = "cpu", sparse: str = "off",
+        which: str = "best",
     ) -> Captioner:
-        """From ``run`` (its best checkpoint, falling back to last) or from ``checkpoint``; exactly one is needed.
+        """From ``run`` (its ``which`` checkpoint: best, falling back to last, or last) or from ``checkpoint``;
+        exactly one is needed.
 
         ``sparse`` (auto|on|off): run pruned layers as CSR products on the CPU (auto: when ≥ 80 % sparse)."""
         if (run is None) == (checkpoint is None):
-            raise UsageError("give exactly one of --run or --checkpoint")
+            raise UsageError("give exactly one of --from RUN or --from FILE")
         image_size = 64
         if run is not None:
             rd = RunDir.open(run)
-            checkpoint = checkpoint_file(rd.path, "best")
+            checkpoint = checkpoint_file(rd.path, which)
             image_size = rd.load_config().data.image_size
         from sparsecap_engine.training.setup import resolve_device
 

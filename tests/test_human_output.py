@@ -203,3 +203,56 @@ def test_caption_json_has_one_shape_whatever_n_best(runs: dict):
         if n == 1:  # the JSON's caption is the one the plain command prints
             assert plain.stdout.strip() == out[0]["caption"]
     assert all(s == {"image", "caption", "captions"} for s in shapes)
+
+
+# --- E: one name for one thing ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_from_and_checkpoint_mean_the_same_in_every_command_and_old_spellings_still_work(runs: dict):
+    """``--from RUN|FILE`` is where a model comes from, ``--checkpoint best|last`` which of a run's checkpoints;
+    caption's old ``--run RUN`` and ``--checkpoint FILE`` and train/prune's ``--from-checkpoint`` keep working."""
+    image = next((runs["root"] / "data" / "images").glob("*.png"))
+    run = runs["mag"]
+    last = run / "checkpoints" / "last.safetensors"
+
+    def caption(*args: str) -> str:
+        res = sparsecap("caption", str(image), *args)
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
+
+    best = caption("--from", str(run))
+    assert caption("--run", str(run)) == best  # the hidden old name
+    assert caption("--from", str(run), "--checkpoint", "best") == best
+    from_last = caption("--from", str(run), "--checkpoint", "last")
+    assert caption("--from", str(last)) == from_last == caption("--checkpoint", str(last))  # file, old spelling
+    for bad, why in ((["--from", str(run), "--run", str(runs["dense"])], "--run is the old name of --from"),
+                     (["--from", str(last), "--checkpoint", "last"], "is a file"),
+                     (["--checkpoint", "last"], "give --from RUN")):
+        res = sparsecap("caption", str(image), *bad)
+        assert res.returncode != 0 and why in res.stderr and "Traceback" not in res.stderr, res.stderr
+    help_text = sparsecap("caption", "--help").stdout
+    assert "--from" in help_text and "--run " not in help_text  # the old name is hidden
+    prune_help = sparsecap("prune", "--help").stdout
+    assert "--checkpoint" in prune_help and "--from-checkpoint" not in prune_help
+    for old in ("--from-checkpoint", "--checkpoint"):  # both spellings reach the option: a bad value is refused
+        res = sparsecap("prune", "--from", str(runs["dense"]), old, "worst", "--method", "magnitude",
+                        "--runs-root", str(runs["root"] / "runs"), "--name", "x", "--steps", "1", "--device", "cpu")
+        assert res.returncode != 0 and "worst" in res.stderr, res.stderr
+    res = sparsecap("prune", "--from", str(runs["dense"]), "--checkpoint", "last", "--from-checkpoint", "best")
+    assert res.returncode == 2 and "--from-checkpoint is the old name of --checkpoint" in res.stderr, res.stderr
+
+
+@pytest.mark.slow
+def test_eval_prints_the_metric_names_training_uses(runs: dict):
+    res = sparsecap("eval", str(runs["mag"]), "--limit", "4", "--metrics", "bleu,rouge,cider")
+    assert res.returncode == 0, res.stderr
+    names = re.findall(r"│ (\S+)\s+│", res.stdout)
+    assert {"BLEU-4", "ROUGE-L", "CIDEr-D"} <= set(names) and not {"Bleu_4", "ROUGE_L", "CIDEr"} & set(names), names
+
+
+def test_out_has_its_short_form_wherever_a_command_writes_a_path(tmp_path: Path):
+    res = sparsecap("data", "scene", "-o", str(tmp_path / "s.png"), "--size", "64")
+    assert res.returncode == 0 and (tmp_path / "s.png").is_file(), res.stderr
+    for cmd in (["export"], ["data", "synth"], ["data", "pack-features"], ["data", "scene"]):
+        assert re.search(r"--out\s+-o", sparsecap(*cmd, "--help").stdout), cmd

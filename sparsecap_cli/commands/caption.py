@@ -8,14 +8,16 @@ from pathlib import Path
 import typer
 
 from sparsecap_cli import decode_flags as df
+from sparsecap_cli.commands.common import alias
 from sparsecap_cli.render import console
 
 
 def caption(
     images: list[Path] = typer.Argument(..., help="PNG/JPEG files, any size."),
-    run: Path | None = typer.Option(None, "--run", help="Run directory (uses its best checkpoint); without --run or "
-                                    "--checkpoint: the bundled demo model (sparsecap models)."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A checkpoint file instead of a run."),
+    source: Path | None = typer.Option(None, "--from", help="The model: a run directory or a checkpoint file; without "
+                                       "it, the bundled demo model (sparsecap models)."),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="best | last of --from RUN (default best)."),
+    run: Path | None = typer.Option(None, "--run", hidden=True, help="Old name of --from RUN."),
     beam: int = df.BEAM,
     sample: bool = df.SAMPLE,
     temperature: float = df.TEMPERATURE,
@@ -41,19 +43,26 @@ def caption(
     is 1).
     """
     from sparsecap_engine.data.images import check_image_paths
+    from sparsecap_engine.errors import UsageError
     from sparsecap_engine.inference import Captioner
 
     opts = df.decode_options(beam, sample, max_len, temperature, top_k, top_p, seed, length_penalty, block_ngram,
                              min_len, bad_endings, n_best)
     check_image_paths(images)
-    if run is None and checkpoint is None:  # a fresh install: the bundled demo model
+    source = alias(source, run, "--from", "--run")
+    if checkpoint is not None and checkpoint not in ("best", "last"):  # the old `--checkpoint FILE`
+        source = alias(source, Path(checkpoint), "--from", "--checkpoint FILE")
+        checkpoint = None
+    if source is None:  # a fresh install: the bundled demo model
         from sparsecap_cli.render import err_console
         from sparsecap_engine.pretrained import BUNDLED, bundled_path
 
-        checkpoint = bundled_path("demo")
-        err_console.print(f"[dim]no --run or --checkpoint: the bundled demo model ({BUNDLED['demo']['about']})[/dim]",
+        if checkpoint is not None:
+            raise UsageError(f"--checkpoint {checkpoint} picks a checkpoint of --from RUN: give --from RUN")
+        source = bundled_path("demo")
+        err_console.print(f"[dim]no --from: the bundled demo model ({BUNDLED['demo']['about']})[/dim]",
                           highlight=False)
-    captioner = Captioner.load(run, checkpoint, device, sparse)
+    captioner = Captioner.load_from(source, checkpoint or "best", device, sparse)
     if as_json:  # one shape for every --n-best: the best caption, and the list of the n best with their scores
         ranked = captioner.caption_nbest(images, opts)
         typer.echo(json.dumps([{"image": str(p), "caption": r[0][0] if r else "",

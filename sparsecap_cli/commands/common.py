@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 EXECUTION_KEYS = ("train.num_threads", "train.device", "train.dist_backend", "train.dist_timeout", "data.workers")
 
 
+def alias(value: Any, old: Any, flag: str, old_flag: str) -> Any:
+    """The value of ``flag``, or of its hidden old spelling ``old_flag`` (which keeps working); both given and
+    different is a usage error."""
+    if old is None:
+        return value
+    if value is not None and value != old:
+        raise UsageError(f"{old_flag} is the old name of {flag}: give one of them")
+    return old
+
+
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
     """``--set section.key=value`` pairs; values parsed as JSON when they can be (numbers, booleans, lists)."""
     out: dict[str, Any] = {}

@@ -23,7 +23,8 @@ def _group() -> None:
 
 @app.command(cls=Command)
 def synth(
-    out: Annotated[Path, typer.Option(help="Folder to write dataset.json and images/ into (replaced if synthetic).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write dataset.json and images/ into (replaced if "
+                                      "synthetic).")],
     images: Annotated[int, typer.Option(min=1, max=1_000_000, help="Number of images to render.")] = DEFAULT_IMAGES,
     size: Annotated[int, typer.Option(min=32, max=1024, help="Image width and height in pixels.")] = DEFAULT_SIZE,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = DEFAULT_SEED,
@@ -43,7 +44,7 @@ def synth(
 
 @app.command(cls=Command)
 def scene(
-    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("scene.png"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("scene.png"),
     seed: Annotated[int, typer.Option(help="Random seed of the scene.")] = 12345,
     size: Annotated[int, typer.Option(min=32, max=2048, help="Width and height in pixels.")] = 256,
 ) -> None:

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from sparsecap_cli.commands.common import (
+    alias,
     default_run_name,
     join_job,
     print_json,
@@ -40,7 +41,10 @@ def prune(
         "can be pruned again with --method magnitude.",
     ),
     source_checkpoint: str | None = typer.Option(
-        None, "--from-checkpoint", help="Checkpoint of --from RUN: best | last (default best)."
+        None, "--checkpoint", help="Checkpoint of --from RUN: best | last (default best)."
+    ),
+    old_source_checkpoint: str | None = typer.Option(
+        None, "--from-checkpoint", hidden=True, help="Old name of --checkpoint."
     ),
     freeze: str | None = typer.Option(None, "--freeze", help="Comma list of name prefixes left dense."),
     min_density: float | None = typer.Option(None, "--min-density", help="Keep at least this density per layer."),
@@ -119,6 +123,7 @@ def prune(
     """
     from sparsecap_engine.recipes.prune import plan_prune, run_prune
     from sparsecap_engine.runs import RunDir, check_run_name
+    source_checkpoint = alias(source_checkpoint, old_source_checkpoint, "--checkpoint", "--from-checkpoint")
 
     if name is not None:
         check_run_name(name)
@@ -159,7 +164,7 @@ def prune(
         grad_clip=grad_clip, val_every=val_every, device=device, amp=amp, seed=seed,
     )
     if resume:
-        special = {"model.name": "--model", "source": "--from", "source_checkpoint": "--from-checkpoint",
+        special = {"model.name": "--model", "source": "--from", "source_checkpoint": "--checkpoint",
                    "start": "--prune-start", "end": "--prune-end", "every": "--prune-every"}
         where = resume_overrides(name, config, {**given, **flags}, sets, special)
         run = RunDir.open(runs_root / name)

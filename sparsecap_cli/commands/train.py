@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from sparsecap_cli.commands.common import (
+    alias,
     build_config,
     default_run_name,
     join_job,
@@ -53,7 +54,10 @@ def train(
     tui: bool = typer.Option(False, "--tui", help="Watch the run in the live monitor; quitting asks: stop or detach."),
     scst: bool = typer.Option(False, "--scst", help="Self-critical fine-tuning (SCST) of --from RUN, in a new run."),
     source: Path | None = typer.Option(None, "--from", help="SCST: the trained run (or checkpoint) to start from."),
-    source_checkpoint: str = typer.Option("best", "--from-checkpoint", help="SCST: best | last of --from RUN."),
+    source_checkpoint: str | None = typer.Option(None, "--checkpoint", help="SCST: best | last of --from RUN "
+                                                 "(default best)."),
+    old_source_checkpoint: str | None = typer.Option(None, "--from-checkpoint", hidden=True,
+                                                     help="Old name of --checkpoint."),
     scst_samples: int = typer.Option(5, "--scst-samples", help="SCST: captions drawn per image (n)."),
     scst_sample: str = typer.Option("random", "--scst-sample", help="SCST: random (multinomial) | beam (n beams)."),
     scst_baseline: str = typer.Option("greedy", "--scst-baseline", help="SCST: greedy | mean (leave-one-out, n≥2)."),
@@ -67,6 +71,7 @@ def train(
     """
     from sparsecap_engine.errors import UsageError
     from sparsecap_engine.runs import RunDir, check_run_name
+    source_checkpoint = alias(source_checkpoint, old_source_checkpoint, "--checkpoint", "--from-checkpoint") or "best"
 
     if name is not None:
         check_run_name(name)
