@@ -168,3 +168,34 @@ def list_runs(root: Path) -> list[RunSummary]:
     watch = RunsWatch(root)
     watch.poll()
     return watch.summaries()
+
+
+#: runs-list sort keys, in the order ``s`` cycles through them (each with its natural direction first)
+SORT_KEYS = ("started", "name", "status", "best CIDEr-D", "sparsity", "duration")
+#: keys whose natural order is largest first (newest, best, sparsest, longest)
+_DESCENDING = ("started", "best CIDEr-D", "sparsity", "duration")
+
+
+def sort_runs(runs: list[RunSummary], key: str = "started", reverse: bool = False) -> list[RunSummary]:
+    """Runs ordered by ``key`` (see :data:`SORT_KEYS`) in its natural direction (``reverse`` flips it); runs with no
+    value for the key (never validated, not started) go last either way; ties by name."""
+    if key not in SORT_KEYS:
+        raise RunError(f"unknown sort key {key!r}; choose from {', '.join(SORT_KEYS)}")
+    value: dict[str, Callable[[RunSummary], Any]] = {
+        "started": lambda r: r.started,
+        "name": lambda r: r.name.lower(),
+        "status": lambda r: r.status,
+        "best CIDEr-D": lambda r: r.best_cider,
+        "sparsity": lambda r: r.sparsity,
+        "duration": lambda r: r.duration_s,
+    }
+    get = value[key]
+    known = sorted((r for r in runs if get(r) is not None), key=lambda r: r.name)
+    known.sort(key=get, reverse=(key in _DESCENDING) != reverse)
+    return known + sorted((r for r in runs if get(r) is None), key=lambda r: r.name)
+
+
+def filter_runs(runs: list[RunSummary], query: str) -> list[RunSummary]:
+    """Runs whose name, status, model or method contain every word of ``query`` (case-insensitive)."""
+    words = query.lower().split()
+    return [r for r in runs if all(w in f"{r.name} {r.status} {r.model} {r.method}".lower() for w in words)]

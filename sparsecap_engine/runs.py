@@ -128,6 +128,25 @@ def holder_alive(path: Path) -> bool | None:
     return b"python" in cmdline or b"sparsecap" in cmdline
 
 
+def folder_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (links not followed)."""
+    return sum(p.lstat().st_size for p in Path(path).rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def delete_run(path: Path) -> int:
+    """Delete the run directory ``path`` and return the bytes freed. Refused (RunError, nothing deleted) when it is
+    no run (no config.toml) or when the process that holds it is alive on this host."""
+    path = Path(path)
+    if not (path / "config.toml").is_file():
+        raise RunError(f"not a sparsecap run (no config.toml), not deleted: {path}")
+    if holder_alive(path):
+        holder = (path / LOCK_NAME).read_text(encoding="utf-8", errors="replace").strip()
+        raise RunError(f"{path.name} is running ({holder}): stop it before deleting it")
+    size = folder_bytes(path)
+    shutil.rmtree(path)
+    return size
+
+
 def unlock_folder(path: Path) -> None:
     fd = _held.pop(os.path.realpath(path), None)
     if fd is not None:

@@ -196,3 +196,46 @@ def test_resolve_monitor_path(tmp_path: Path) -> None:
         resolve_monitor_path(empty)
     with pytest.raises(RunError, match="not a run directory"):
         resolve_monitor_path(empty / "notes.txt")
+
+
+def test_sort_and_filter_runs_put_unknown_values_last():
+    from sparsecap_engine.monitor_roots import RunSummary, filter_runs, sort_runs
+
+    def run(name: str, status: str, cider: float | None, started: float | None, method: str = "") -> RunSummary:
+        return RunSummary(name=name, path=name, status=status, model="updown", method=method, target=None, step=1,
+                          total_steps=None, best_cider=cider, best_step=None, sparsity=None, started=started)
+
+    runs = [run("b", "completed", 0.5, 20.0), run("a", "running", None, 30.0, "supermask"),
+            run("c", "crashed", 0.9, None, "gradual")]
+    assert [r.name for r in sort_runs(runs)] == ["a", "b", "c"]  # newest first, never started last
+    assert [r.name for r in sort_runs(runs, "started", reverse=True)] == ["b", "a", "c"]
+    assert [r.name for r in sort_runs(runs, "best CIDEr-D")] == ["c", "b", "a"]  # best first, unscored last
+    assert [r.name for r in sort_runs(runs, "best CIDEr-D", reverse=True)] == ["b", "c", "a"]
+    assert [r.name for r in sort_runs(runs, "name", reverse=True)] == ["c", "b", "a"]
+    assert [r.name for r in filter_runs(runs, "UPDOWN supermask")] == ["a"]
+    assert [r.name for r in filter_runs(runs, "crash")] == ["c"] and len(filter_runs(runs, "  ")) == 3
+    with pytest.raises(RunError, match="unknown sort key"):
+        sort_runs(runs, "size")
+
+
+def test_delete_run_refuses_a_live_run_and_a_folder_that_is_no_run(tmp_path: Path):
+    import os
+    import socket
+
+    from sparsecap_engine.runs import LOCK_NAME, delete_run
+
+    run = write_run(tmp_path, "r", steps=10, done=10)
+    (run / "checkpoints" / "best.safetensors").write_bytes(b"x" * 1000)
+    (run / LOCK_NAME).write_text(f"pid {os.getpid()} on {socket.gethostname()}")  # this (live) process holds it
+    with pytest.raises(RunError, match="is running"):
+        delete_run(run)
+    assert run.is_dir()
+    (run / LOCK_NAME).write_text("pid 999999999 on " + socket.gethostname())  # a dead holder: a finished run
+    size = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+    assert delete_run(run) == size and size > 1000 and not run.exists()
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "a.png").write_bytes(b"png")
+    with pytest.raises(RunError, match="not a sparsecap run"):
+        delete_run(other)
+    assert (other / "a.png").is_file()

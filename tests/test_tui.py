@@ -355,3 +355,68 @@ def test_detached_job_stops_on_a_real_ctrl_c(tmp_path: Path) -> None:
     assert result.startswith("stopped at ")
     assert signals() == "interrupted (Ctrl-C)" and signals.exit_code == 130
     assert any(line.startswith("detached") for line in said) and any("Ctrl-C: stopping" in s for s in said)
+
+
+@run_async
+async def test_runs_list_sorts_filters_deletes_and_has_its_own_help(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    write_run(root, "a-dense", steps=200, done=200)
+    write_run(root, "b-prune", prune={"method": "supermask", "sparsity": 0.95}, steps=400, done=200)
+    write_run(root, "c-gradual", prune=PRUNE, steps=200, done=200)
+    app = MonitorApp(root, "root")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        table = screen.query_one("#runs", DataTable)
+
+        def names() -> list[str]:
+            return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+        assert names() == ["a-dense", "b-prune", "c-gradual"]  # same start: ties by name
+        await pilot.press("s")  # started → name
+        assert screen.sort_key == "name" and names() == ["a-dense", "b-prune", "c-gradual"]
+        await pilot.press("S")
+        assert names() == ["c-gradual", "b-prune", "a-dense"]
+        assert "sorted by name ↑" in plain(screen.query_one("#runs-info", Static))
+        # a header click sorts by that column, a second click reverses
+        await pilot.click("#runs", offset=(2, 0))
+        assert screen.sort_key == "name" and not screen.sort_reverse and names()[0] == "a-dense"
+        # / filters on the list; escape clears
+        await pilot.press("slash")
+        assert screen.query_one("#runs-filter", Input).display
+        await pilot.press(*"supermask")
+        assert names() == ["b-prune"]
+        assert "1 of 3 runs match “supermask”" in plain(screen.query_one("#runs-info", Static))
+        await pilot.press("escape")
+        assert names() == ["a-dense", "b-prune", "c-gradual"] and not screen.query_one("#runs-filter").display
+        # the run found by the filter stays selected; d on it (running) is refused: nothing asked, nothing deleted
+        assert screen.selected_path() == str(root / "b-prune")
+        await pilot.press("d")
+        await pilot.pause()
+        assert app.screen is screen and (root / "b-prune").is_dir()
+        # d on a finished run asks; n keeps it, y deletes it
+        await pilot.press("down", "d")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ConfirmScreen"
+        assert "c-gradual" in plain(app.screen.query_one("#confirm-text", Static))
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is screen and (root / "c-gradual").is_dir()
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.screen is screen and not (root / "c-gradual").exists()
+        assert names() == ["a-dense", "b-prune"]
+        # ? shows the runs list's own help; on a run it is the run screen's
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and "runs list" in plain(app.screen.query_one("#help-text", Static))
+        await pilot.press("escape", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, RunScreen)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = plain(app.screen.query_one("#help-text", Static))
+        assert "curves" in text and "delete the selected run" not in text

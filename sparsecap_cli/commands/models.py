@@ -44,5 +44,5 @@ def models(
 
     for b in bundled:
         console.print(f"bundled checkpoint [bold]{b['name']}[/bold] ({human_bytes(b['bytes'])}): {b['about']}; test "
-                      f"CIDEr-D {b['test_cider']:.3f}; used by `sparsecap caption IMAGE` without --run/--checkpoint",
+                      f"CIDEr-D {b['test_cider']:.3f}; used by `sparsecap caption IMAGE` without --from",
                       highlight=False)

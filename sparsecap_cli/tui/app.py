@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from sparsecap_cli.tui.attach import JobHandle
-from sparsecap_cli.tui.screens import HelpScreen, RunScreen, RunsScreen, StopScreen
+from sparsecap_cli.tui.screens import HELP, HelpScreen, RunScreen, RunsScreen, StopScreen
 from sparsecap_cli.tui.sweep import SweepScreen, SweepsScreen
 from sparsecap_cli.tui.widgets import StatusLine
 from sparsecap_engine.monitor_roots import MonitorKind
@@ -63,8 +63,8 @@ class MonitorApp(App[str | None]):
             self.set_interval(self.interval, self.check_job)
 
     def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+        if not isinstance(self.screen, HelpScreen):  # the help of the screen it is asked on
+            self.push_screen(HelpScreen(getattr(self.screen, "HELP", HELP)))
 
     async def action_quit(self) -> None:
         if self.job is None or self.job.done:

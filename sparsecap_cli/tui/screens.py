@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Header, Static
+from textual.widgets import Button, DataTable, Footer, Header, Input, Static
 
 from sparsecap_cli.tui.text import fmt, fmt_duration, fmt_pct
 from sparsecap_cli.tui.widgets import (
@@ -22,7 +23,10 @@ from sparsecap_cli.tui.widgets import (
     SparsityPane,
     StatusLine,
 )
-from sparsecap_engine.monitor_roots import RunSummary, RunsWatch
+from sparsecap_engine.errors import SparsecapError
+from sparsecap_engine.humanize import human_bytes
+from sparsecap_engine.monitor_roots import SORT_KEYS, RunSummary, RunsWatch, filter_runs, sort_runs
+from sparsecap_engine.runs import delete_run, folder_bytes, holder_alive
 
 HELP = """\
 [b]sparsecap monitor[/b] follows a run's events.jsonl (polled twice a second) and shows:
@@ -47,8 +51,28 @@ HELP = """\
 Press [b]escape[/b] or [b]?[/b] to close."""
 
 
+RUNS_HELP = """\
+[b]runs list[/b]: every run under the folder (a new one appears within a second or two)
+
+  [b]status[/b]    running · completed · target-missed · stopped · failed · [b]crashed[/b] (its process is gone)
+            · [b]stale[/b] (no event for 15 min from a process on another host)
+  [b]started[/b]   the first event's time; [b]duration[/b]: how long it ran, or has been running
+
+[b]keys[/b]
+  [b]enter[/b]             open the selected run ([b]escape[/b] comes back)
+  [b]s[/b]                 sort by the next column (started, name, status, best CIDEr-D, sparsity,
+                    duration); [b]S[/b] reverses; a click on a column header sorts by it
+  [b]/[/b]                 filter: runs whose name, status, model or method contain every word
+                    ([b]enter[/b] back to the list, [b]escape[/b] clears)
+  [b]d[/b]                 delete the selected run (asks first; a running run is refused)
+  [b]?[/b]                 this help
+  [b]q[/b]                 quit
+
+Press [b]escape[/b] or [b]?[/b] to close."""
+
+
 class HelpScreen(ModalScreen[None]):
-    """Keys and what each pane shows."""
+    """Keys and what each pane shows (the text of the screen it was opened from)."""
 
     BINDINGS = [
         Binding("escape", "dismiss", "Close"),
@@ -56,9 +80,13 @@ class HelpScreen(ModalScreen[None]):
         Binding("q", "dismiss", "Close", show=False),
     ]
 
+    def __init__(self, text: str = HELP) -> None:
+        super().__init__()
+        self.text = text
+
     def compose(self) -> ComposeResult:
         with Vertical(id="help-box"):
-            yield Static(HELP, id="help-text")
+            yield Static(self.text, id="help-text")
 
     def on_mount(self) -> None:
         self.query_one("#help-box").border_title = "help"
@@ -96,8 +124,41 @@ class StopScreen(ModalScreen[str]):
         self.dismiss(choice)
 
 
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question (deleting a run): ``y`` / ``n`` / escape, or the buttons."""
+
+    BINDINGS = [
+        Binding("y", "choose(True)", "Yes"),
+        Binding("n", "choose(False)", "No"),
+        Binding("escape", "choose(False)", "Cancel"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box"):
+            yield Static(self.question, id="confirm-text")
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Delete (y)", id="yes", variant="error")
+                yield Button("Keep (n)", id="no", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-box").border_title = "confirm"
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_choose(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
 class RunScreen(Screen[None]):
     """One run: status line, curves, sparsity, samples. Fed by its :class:`LogFollower`."""
+
+    HELP = HELP
 
     BINDINGS = [
         Binding("tab", "app.focus_next", "Next pane"),
@@ -162,25 +223,47 @@ class RunScreen(Screen[None]):
             self.dismiss()
 
 
-class RunsScreen(Screen[None]):
-    """A root of runs: status, model, method, target sparsity, best CIDEr-D. Enter opens one."""
+#: runs-list column → sort key (columns without one do not sort)
+COLUMN_SORT = {"run": "name", "status": "status", "sparsity": "sparsity", "best CIDEr-D": "best CIDEr-D",
+               "started": "started", "duration": "duration"}
 
-    BINDINGS = [Binding("enter", "open_run", "Open run")]
+
+class RunsScreen(Screen[None]):
+    """A root of runs: status, model, method, target sparsity, best CIDEr-D, start and duration. Enter opens one;
+    ``s`` sorts, ``/`` filters, ``d`` deletes (after a question)."""
+
+    HELP = RUNS_HELP
+    BINDINGS = [
+        Binding("enter", "open_run", "Open run"),
+        Binding("s", "sort", "Sort"),
+        Binding("S", "reverse", "Reverse", show=False),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("d", "delete", "Delete"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
 
     def __init__(self, root: Path, interval: float = 0.5) -> None:
         super().__init__()
         self.root = Path(root)
         self.interval = interval
         self.watch = RunsWatch(self.root)
+        self.sort_key = "started"
+        self.sort_reverse = False
+        self.query_text = ""
+        self.runs: list[RunSummary] = []
+        self.shown: list[RunSummary] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="runs-info")
+        yield Input(placeholder="filter: words in name, status, model, method (enter: back to the list, escape: "
+                    "clear)", id="runs-filter")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = self.root.name or str(self.root)
+        self.query_one("#runs-filter").display = False
         table = self.query_one(DataTable)
         for key in ("run", "status", "model", "method", "target", "sparsity", "step", "best CIDEr-D", "started",
                     "duration"):
@@ -191,13 +274,15 @@ class RunsScreen(Screen[None]):
 
     def poll(self) -> None:
         if self.watch.poll():
-            self._draw(self.watch.summaries())
+            self.runs = self.watch.summaries()
+            self._draw()
 
-    def _draw(self, runs: list[RunSummary]) -> None:
+    def _draw(self) -> None:
         table = self.query_one(DataTable)
-        row = table.cursor_row
+        selected = self.selected_path()
+        self.shown = sort_runs(filter_runs(self.runs, self.query_text), self.sort_key, self.sort_reverse)
         table.clear()
-        for r in runs:
+        for r in self.shown:
             step = f"{r.step:,}" + (f"/{r.total_steps:,}" if r.total_steps else "")
             table.add_row(
                 r.name,
@@ -212,18 +297,102 @@ class RunsScreen(Screen[None]):
                 Text(fmt_duration(r.duration_s), justify="right"),
                 key=r.path,
             )
-        if runs:
-            table.move_cursor(row=min(row, len(runs) - 1))
-        info = f"{len(runs)} run{'s' if len(runs) != 1 else ''} in {self.sub_title}" if runs else "no runs yet"
-        self.query_one("#runs-info", Static).update(Text(f" {info} — enter opens a run, escape comes back", "dim"))
+        paths = [r.path for r in self.shown]
+        if paths:
+            table.move_cursor(row=paths.index(selected) if selected in paths else 0)
+        self._info()
+
+    def _info(self) -> None:
+        n, total = len(self.shown), len(self.runs)
+        arrow = "↑" if self.sort_reverse else "↓"
+        if not total:
+            info = "no runs yet"
+        elif self.query_text:
+            info = f"{n} of {total} runs match “{self.query_text}”"
+        else:
+            info = f"{total} run{'s' if total != 1 else ''} in {self.sub_title}"
+        info += f" · sorted by {self.sort_key} {arrow} · enter open · s sort · / filter · d delete · ? help"
+        self.query_one("#runs-info", Static).update(Text(f" {info}", "dim"))
+
+    def selected_path(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self._open(event.row_key.value)
 
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        key = COLUMN_SORT.get(str(event.column_key.value))
+        if key is None:
+            return
+        if key == self.sort_key:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_key, self.sort_reverse = key, False
+        self._draw()
+
+    def action_sort(self) -> None:
+        self.sort_key = SORT_KEYS[(SORT_KEYS.index(self.sort_key) + 1) % len(SORT_KEYS)]
+        self.sort_reverse = False
+        self._draw()
+
+    def action_reverse(self) -> None:
+        self.sort_reverse = not self.sort_reverse
+        self._draw()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "runs-filter":
+            self.query_text = event.value.strip()
+            self._draw()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "runs-filter":
+            self.query_one(DataTable).focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        if box.display or self.query_text:
+            box.value = ""
+            box.display = False
+            self.query_text = ""
+            self._draw()
+            self.query_one(DataTable).focus()
+
+    def action_delete(self) -> None:
+        path = self.selected_path()
+        run = next((r for r in self.shown if r.path == path), None)
+        if run is None:
+            return
+        if run.status == "running" or holder_alive(Path(run.path)):
+            self.notify(f"{run.name} is running: stop it before deleting it", severity="error")
+            return
+        size = human_bytes(folder_bytes(Path(run.path)))
+        question = (f"Delete run [b]{escape(run.name)}[/b] ({run.status}, {size})?\n\n"
+                    f"This removes {escape(run.path)} with its checkpoints, events and plots.")
+        self.app.push_screen(ConfirmScreen(question), lambda yes: self._delete(run, yes))
+
+    def _delete(self, run: RunSummary, yes: bool | None) -> None:
+        if not yes:
+            return
+        try:
+            freed = delete_run(Path(run.path))
+        except SparsecapError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.notify(f"deleted {run.name} ({human_bytes(freed)})")
+        self.poll()
+
     def action_open_run(self) -> None:
-        table = self.query_one(DataTable)
-        if table.row_count:
-            self._open(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        path = self.selected_path()
+        if path:
+            self._open(path)
 
     def _open(self, path: str | None) -> None:
         if path:
