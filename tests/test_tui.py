@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import math
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rich.console import Console
 from textual.widgets import DataTable, Input, Static
 
@@ -420,3 +422,136 @@ async def test_runs_list_sorts_filters_deletes_and_has_its_own_help(tmp_path: Pa
         await pilot.pause()
         text = plain(app.screen.query_one("#help-text", Static))
         assert "curves" in text and "delete the selected run" not in text
+
+
+@run_async
+async def test_compare_marked_runs_overlays_their_curves_with_smoothing_log_and_zoom(tmp_path: Path) -> None:
+    from sparsecap_cli.tui.compare import CompareChart, CompareScreen
+
+    root = tmp_path / "runs"
+    write_run(root, "a-dense", steps=200, done=200)
+    write_run(root, "b-prune", prune={"method": "supermask", "sparsity": 0.95}, steps=400, done=300)
+    write_run(root, "c-gradual", prune=PRUNE, steps=200, done=200)
+    app = MonitorApp(root, "root")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        runs = app.screen
+        assert isinstance(runs, RunsScreen)
+        await pilot.press("space", "down", "space")
+        assert runs.marked == [str(root / "a-dense"), str(root / "b-prune")]
+        assert str(runs.query_one("#runs", DataTable).get_row_at(0)[0]) == "● a-dense"
+        assert "2 marked" in plain(runs.query_one("#runs-info", Static))
+        await pilot.press("c")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen) and [r.name for r in screen.runs] == ["a-dense", "b-prune"]
+        legend = plain(screen.query_one("#compare-legend", Static))
+        assert "━ a-dense" in legend and "━ b-prune" in legend
+        chart = screen.query_one("#compare-main", CompareChart)
+        assert chart.curve == "loss" and [len(s) for s, _ in chart.lines] == [20, 30]  # every 10 steps: 200, 300
+        raw = [v for _, v in chart.lines]
+        assert raw[1] == screen.states[1].curve("loss").values
+        assert not screen.query_one("#compare-next").display  # 120 columns: one chart
+        await pilot.press("e")
+        assert screen.smoothing == 0.6 and "smoothing 0.6" in plain(screen.query_one("#compare-legend", Static))
+        smoothed = [v for _, v in chart.lines]
+        assert smoothed[1][0] == raw[1][0] and smoothed[1][5] != raw[1][5]
+        await pilot.press("e", "e", "e")
+        assert screen.smoothing == 0.0
+        await pilot.press("z")
+        assert screen.zoom == 0.5 and min(s for steps, _ in chart.lines for s in steps) >= 150  # last half of 0..300
+        await pilot.press("z", "z", "z", "l")
+        assert screen.zoom == 1.0 and screen.log_scale and "log10" in plain(screen.query_one("#compare-legend", Static))
+        assert chart.lines[0][1][0] == pytest.approx(math.log10(raw[0][0]))
+        await pilot.press("l", "right")
+        assert screen.curve == "lr" and chart.curve == "lr"
+        names = screen._names
+        assert "CIDEr-D" in names and "sparsity" in names  # the union of the runs' curves
+        await pilot.click(f"#curve-{names.index('CIDEr-D')}")  # tabs take the mouse
+        await pilot.pause()
+        assert screen.curve == "CIDEr-D" and chart.curve == "CIDEr-D"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is runs
+        # with fewer than two marked, c compares every run shown
+        await pilot.press("space", "up", "space")  # the cursor is still on b-prune
+        assert runs.marked == []
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, CompareScreen) and len(app.screen.runs) == 3
+
+
+@run_async
+async def test_compare_on_a_wide_terminal_shows_the_next_curve_too(tmp_path: Path) -> None:
+    from sparsecap_cli.tui.compare import CompareChart, CompareScreen
+
+    root = tmp_path / "runs"
+    runs = [write_run(root, name, steps=200, done=200) for name in ("x", "y")]
+    app = MonitorApp(root, "root")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await pilot.pause()
+        app.push_screen(CompareScreen(runs))
+        await pilot.pause()
+        nxt = app.screen.query_one("#compare-next", CompareChart)
+        assert nxt.display and nxt.curve == "lr" and app.screen.query_one("#compare-main", CompareChart).curve == "loss"
+
+
+@run_async
+async def test_run_screen_curve_tabs_take_a_click(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "r", prune=PRUNE, steps=200, done=200)
+    app = MonitorApp(run)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        pane = app.screen.query_one(CurvesPane)
+        strip = app.screen.query_one("#curve-tabs")
+        start, _, name = strip.spans[2]
+        assert pane.selected == "loss" and name != "loss"
+        await pilot.click("#curve-tabs", offset=(start + 1, 0))
+        await pilot.pause()
+        assert pane.selected == name
+
+
+@run_async
+async def test_layouts_keep_layer_names_footer_and_samples_at_every_size(tmp_path: Path) -> None:
+    from sparsecap_cli.tui.widgets import SparsityPane
+
+    run = write_run(tmp_path, "ud-gradual", prune=PRUNE, steps=400, done=250)
+    for size in ((80, 24), (60, 18), (240, 40)):
+        app = MonitorApp(run)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            screen = app.screen
+            layers = screen.query_one(SparsityPane).query_one("#layers", DataTable)
+            shown = [str(layers.get_row_at(i)[-1]) for i in range(layers.row_count)]
+            full = list(screen.query_one(LogFollower).state.sparsity.layers)
+            for name, cell in zip(full, shown, strict=True):  # both ends of every name survive (ih vs hh)
+                assert cell == name or (cell[0] == name[0] and cell[-4:] == name[-4:]), (cell, name)
+            assert len(set(shown)) == len(shown)  # no two layers look the same
+            footer = {key for key, b in screen.active_bindings.items() if b.binding.show}
+            assert {"tab", "c", "slash", "escape", "q", "question_mark"} <= footer
+            keys = list(screen.query("FooterKey"))  # and every key is drawn inside the terminal, none cut off
+            assert len(keys) >= 6 and all(k.region.right <= size[0] and k.region.width > 0 for k in keys)
+            samples = screen.query_one(SamplesPane)
+            for _ in range(4):  # tab reaches the samples pane, and the screen scrolls it into view
+                if samples.has_focus:
+                    break
+                await pilot.press("tab")
+            await pilot.pause()
+            assert samples.has_focus and samples.region.y < size[1] - 1 and samples.region.height >= 4
+            assert samples.columns() == (2 if size[0] >= 240 else 1)  # a wide terminal lays samples side by side
+            assert screen.has_class("-narrow") == (size[0] < 70)
+
+
+def test_short_layer_names_keep_both_ends_and_stay_distinct() -> None:
+    from sparsecap_cli.tui.text import middle_elide, short_layer_name
+
+    assert middle_elide("abcdefghij", 7) == "abc…hij" and middle_elide("abc", 7) == "abc"
+    ud = ["decoder.embed.0.weight", "decoder.fc_embed.0.weight", "decoder.att_embed.0.weight", "decoder.ctx2att.weight",
+          "decoder.core.att_lstm.weight_ih", "decoder.core.att_lstm.weight_hh", "decoder.core.lang_lstm.weight_ih",
+          "decoder.core.lang_lstm.weight_hh", "decoder.core.h2att.weight", "decoder.core.alpha_net.weight",
+          "decoder.logit.weight"]
+    for width in (15, 18, 22):
+        short = [short_layer_name(n, width) for n in ud]
+        assert all(len(s) <= width for s in short) and len(set(short)) == len(ud), short
+    assert short_layer_name("decoder.core.att_lstm.weight_ih", 22) == "d.c.att_lstm.weight_ih"
+    assert short_layer_name("decoder.logit.weight", 40) == "decoder.logit.weight"

@@ -79,3 +79,24 @@ def test_sweep_screen(snap_compare: Snap, tmp_path: Path) -> None:
     """A sweep halfway: cells with status colours, three results rows, the CIDEr-vs-sparsity plot (clock fixed)."""
     sweep = write_sweep(tmp_path)
     assert snap_compare(MonitorApp(sweep, "sweep", clock=lambda: T0 + 1300), terminal_size=(120, 40))
+
+
+def test_run_screen_80x24(snap_compare: Snap, tmp_path: Path) -> None:
+    """The smallest usual terminal: layer names middle-elided (both ends kept), the footer whole."""
+    run = write_run(tmp_path, "ud-gradual", prune=PRUNE, steps=400, done=250)
+    assert snap_compare(MonitorApp(run, "run", clock=CLOCK), terminal_size=(80, 24))
+
+
+def test_run_screen_200x50(snap_compare: Snap, tmp_path: Path) -> None:
+    """A large terminal: wide curves, full layer names, the samples side by side."""
+    run = write_run(tmp_path, "ud-gradual", prune=PRUNE, steps=400, done=250)
+    assert snap_compare(MonitorApp(run, "run", clock=CLOCK), terminal_size=(200, 50))
+
+
+def test_compare_runs(snap_compare: Snap, tmp_path: Path) -> None:
+    """Two runs' loss curves overlaid, smoothed (0.6), with the legend."""
+    root = tmp_path / "runs"
+    write_run(root, "ud-dense", steps=400, done=400)
+    write_run(root, "ud-gradual-90", prune=PRUNE, steps=400, done=250)
+    assert snap_compare(MonitorApp(root, "root", clock=CLOCK), press=["space", "down", "space", "c", "e"],
+                        terminal_size=(120, 30))

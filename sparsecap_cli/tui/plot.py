@@ -1,4 +1,4 @@
-"""A line chart in braille characters (2×4 dots per cell) with a y axis and an x axis of steps. No UI framework here.
+"""A line chart in braille characters (2×4 dots per cell) with a y axis and an x axis of steps (rich Text, no Textual).
 
 ``braille_chart(steps, values, width, height)`` returns the text lines of a chart that fits ``width × height`` cells;
 the TUI's chart widget colours them. ``braille_lines`` draws several series on shared axes (the sweep's
@@ -8,10 +8,11 @@ reduced to the min/max of each dot column, so 100,000 points draw as fast as 100
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from rich.text import Text
 
 from sparsecap_cli.tui.text import fmt
 
@@ -216,3 +217,16 @@ def braille_lines(
     x_axis = " " * label_w + " └" + "─" * plot_w
     x_labels = _x_labels(x_fmt(x0), x_fmt((x0 + x1) / 2), x_fmt(x1), label_w, plot_w)
     return MultiChart(_y_axis(labels, plot_h, label_w), plot, x_axis, x_labels, owner.tolist())
+
+
+def chart_text(chart: MultiChart, styles: Sequence[str]) -> Text:
+    """A :class:`MultiChart` as rich Text: each braille cell in the style of the series drawn there."""
+    text = Text(no_wrap=True, overflow="crop")
+    for label, row, owners in zip(chart.y_labels, chart.plot, chart.owner, strict=True):
+        text.append(label, "dim")
+        for ch, owner in zip(row, owners, strict=True):
+            text.append(ch, styles[owner] if owner >= 0 else "")
+        text.append("\n")
+    text.append(chart.x_axis + "\n", "dim")
+    text.append(chart.x_labels, "dim")
+    return text

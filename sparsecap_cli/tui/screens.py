@@ -65,6 +65,8 @@ RUNS_HELP = """\
   [b]/[/b]                 filter: runs whose name, status, model or method contain every word
                     ([b]enter[/b] back to the list, [b]escape[/b] clears)
   [b]d[/b]                 delete the selected run (asks first; a running run is refused)
+  [b]space[/b]             mark / unmark the selected run ([b]●[/b])
+  [b]c[/b]                 compare the marked runs' curves (all runs shown when fewer than two are marked)
   [b]?[/b]                 this help
   [b]q[/b]                 quit
 
@@ -161,10 +163,10 @@ class RunScreen(Screen[None]):
     HELP = HELP
 
     BINDINGS = [
-        Binding("tab", "app.focus_next", "Next pane"),
+        Binding("tab", "app.focus_next", "Pane"),
         Binding("c", "cycle_curve", "Curve"),
-        Binding("slash", "filter", "Filter layers", key_display="/"),
-        Binding("escape", "back", "Back / clear"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("escape", "back", "Back"),
         *[Binding(str(i), f"pick_curve({i})", show=False) for i in range(1, 10)],
     ]
 
@@ -183,11 +185,18 @@ class RunScreen(Screen[None]):
             yield CurvesPane(id="curves")
             yield SparsityPane(id="sparsity")
         yield SamplesPane(id="samples")
-        yield Footer()
+        yield Footer(show_command_palette=False)
         yield LogFollower(self.run_dir, self.interval)
+
+    #: below this width the curves and sparsity panes stack (each gets the full width) and the screen scrolls
+    NARROW = 70
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < self.NARROW, "-narrow")
 
     def on_mount(self) -> None:
         self.sub_title = self.run_dir.name
+        self.set_class(self.size.width < self.NARROW, "-narrow")
         self.query_one(SparsityPane).query_one("#layer-filter").display = False
         self.query_one(StatusLine).note = self.note
         self.query_one(CurvesPane).focus()
@@ -239,6 +248,8 @@ class RunsScreen(Screen[None]):
         Binding("S", "reverse", "Reverse", show=False),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("d", "delete", "Delete"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -252,6 +263,8 @@ class RunsScreen(Screen[None]):
         self.query_text = ""
         self.runs: list[RunSummary] = []
         self.shown: list[RunSummary] = []
+        #: runs marked (space) for the compare view, in the order they were marked
+        self.marked: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -259,7 +272,7 @@ class RunsScreen(Screen[None]):
         yield Input(placeholder="filter: words in name, status, model, method (enter: back to the list, escape: "
                     "clear)", id="runs-filter")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = self.root.name or str(self.root)
@@ -285,7 +298,7 @@ class RunsScreen(Screen[None]):
         for r in self.shown:
             step = f"{r.step:,}" + (f"/{r.total_steps:,}" if r.total_steps else "")
             table.add_row(
-                r.name,
+                Text(f"● {r.name}", "bold") if r.path in self.marked else r.name,
                 Text(r.status, STATUS_STYLE.get(r.status, "bold red")),
                 r.model or "—",
                 r.method or "—",
@@ -311,7 +324,9 @@ class RunsScreen(Screen[None]):
             info = f"{n} of {total} runs match “{self.query_text}”"
         else:
             info = f"{total} run{'s' if total != 1 else ''} in {self.sub_title}"
-        info += f" · sorted by {self.sort_key} {arrow} · enter open · s sort · / filter · d delete · ? help"
+        if self.marked:
+            info += f" · {len(self.marked)} marked (c compares them)"
+        info += f" · sorted by {self.sort_key} {arrow} · enter open · space mark · c compare · ? help"
         self.query_one("#runs-info", Static).update(Text(f" {info}", "dim"))
 
     def selected_path(self) -> str | None:
@@ -386,8 +401,34 @@ class RunsScreen(Screen[None]):
         except SparsecapError as exc:
             self.notify(str(exc), severity="error")
             return
+        if run.path in self.marked:
+            self.marked.remove(run.path)
         self.notify(f"deleted {run.name} ({human_bytes(freed)})")
         self.poll()
+
+    def action_mark(self) -> None:
+        path = self.selected_path()
+        if path is None:
+            return
+        if path in self.marked:
+            self.marked.remove(path)
+        else:
+            self.marked.append(path)
+        self._draw()
+
+    def action_compare(self) -> None:
+        """Compare the marked runs, or every run shown (the filter applies) when fewer than two are marked."""
+        from sparsecap_cli.tui.compare import MAX_RUNS, CompareScreen
+
+        picked = [p for p in self.marked if Path(p).is_dir()]
+        if len(picked) < 2:
+            picked = [r.path for r in self.shown]
+        if len(picked) < 2:
+            self.notify("compare needs two runs or more: mark them with space", severity="warning")
+            return
+        if len(picked) > MAX_RUNS:
+            self.notify(f"comparing the first {MAX_RUNS} of {len(picked)} runs (mark the ones you want with space)")
+        self.app.push_screen(CompareScreen([Path(p) for p in picked[:MAX_RUNS]], self.interval))
 
     def action_open_run(self) -> None:
         path = self.selected_path()

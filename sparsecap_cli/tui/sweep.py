@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Static
 
-from sparsecap_cli.tui.plot import braille_lines
+from sparsecap_cli.tui.plot import braille_lines, chart_text
 from sparsecap_cli.tui.screens import RunScreen
 from sparsecap_cli.tui.sweep_text import (
     RESULT_COLUMNS,
@@ -109,15 +109,7 @@ class SweepChart(Widget):
         )
         if chart is None:
             return Text("(too small)", style="dim")
-        text = Text(no_wrap=True, overflow="crop")
-        for label, row, owners in zip(chart.y_labels, chart.plot, chart.owner, strict=True):
-            text.append(label, "dim")
-            for ch, owner in zip(row, owners, strict=True):
-                text.append(ch, styles[owner] if owner >= 0 else "")
-            text.append("\n")
-        text.append(chart.x_axis + "\n", "dim")
-        text.append(chart.x_labels, "dim")
-        return text
+        return chart_text(chart, styles)
 
 
 def legend_text(state: SweepState) -> Text:
@@ -167,7 +159,7 @@ class SweepScreen(Screen[None]):
                 yield SweepChart(id="sweep-chart")
         with Vertical(id="results-pane"):
             yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = self.state.name
@@ -314,7 +306,7 @@ class SweepsScreen(Screen[None]):
         yield Header()
         yield Static(id="sweeps-info")
         yield DataTable(id="sweeps", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = self.root.name or str(self.root)

@@ -27,6 +27,29 @@ def fmt_pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
 
+def short_layer_name(name: str, width: int) -> str:
+    """A dotted tensor name in ``width`` characters that still tells layers apart: the leading parts shrink to their
+    first letter (``decoder.core.att_lstm.weight_ih`` → ``d.c.att_lstm.weight_ih``), then the middle is cut out."""
+    if len(name) <= width:
+        return name
+    parts = name.split(".")
+    if len(parts) > 2:
+        name = ".".join([p[:1] for p in parts[:-2]] + parts[-2:])
+    return middle_elide(name, width)
+
+
+def middle_elide(text: str, width: int) -> str:
+    """``decoder.core.att_lstm.weight_ih`` in ``width`` characters, the middle cut out (``decoder.c…weight_ih``):
+    both ends of a layer name say which layer it is, a cut end does not."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    head = (width - 1) // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
 def fmt_duration(seconds: float | None) -> str:
     """``1h02m``, ``4m10s``, ``12s``; ``—`` for None."""
     if seconds is None:

@@ -10,6 +10,7 @@ from rich.console import Group, RenderableType
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -20,7 +21,7 @@ from textual.widgets import DataTable, Input, Static
 
 from sparsecap_cli.tui.images import half_block, placeholder
 from sparsecap_cli.tui.plot import braille_chart
-from sparsecap_cli.tui.text import bar, curve_summary, extras_text, fmt, fmt_pct, status_fields
+from sparsecap_cli.tui.text import bar, curve_summary, extras_text, fmt, fmt_pct, short_layer_name, status_fields
 from sparsecap_engine.monitor_state import RunState, RunWatch, Series
 
 STATUS_STYLE = {
@@ -176,6 +177,28 @@ class CurveChart(Widget):
         return text
 
 
+class TabStrip(Static):
+    """Tabs drawn as one line of text (``spans``: start column, end column, name); a click picks the one under it."""
+
+    class Picked(Message):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.spans: list[tuple[int, int, str]] = []
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        for start, end, name in self.spans:
+            if start <= offset.x < end:
+                self.post_message(self.Picked(name))
+                return
+
+
 class CurvesPane(Vertical, _Shows):
     """Training curves (loss, lr per step) and validation metrics (per evaluation), one at a time, switchable."""
 
@@ -187,9 +210,12 @@ class CurvesPane(Vertical, _Shows):
     selected: reactive[str] = reactive("loss", init=False)
 
     def compose(self) -> ComposeResult:
-        yield Static(id="curve-tabs")
+        yield TabStrip(id="curve-tabs")
         yield Static(id="curve-legend")
         yield CurveChart(id="chart")
+
+    def on_tab_strip_picked(self, message: TabStrip.Picked) -> None:
+        self.select(message.name)
 
     def on_mount(self) -> None:
         self.border_title = "curves"
@@ -215,11 +241,15 @@ class CurvesPane(Vertical, _Shows):
         state = self._state
         names = state.curve_names() if state else ["loss", "lr"]
         tabs = Text(no_wrap=True, overflow="ellipsis")
+        strip = self.query_one("#curve-tabs", TabStrip)
+        strip.spans = []
         for i, name in enumerate(names, 1):
             style = "bold reverse" if name == self.selected else "dim"
-            tabs.append(f" {i}:{name} ", style)
+            label = f" {i}:{name} "
+            strip.spans.append((len(tabs), len(tabs) + len(label), name))
+            tabs.append(label, style)
             tabs.append(" ")
-        self.query_one("#curve-tabs", Static).update(tabs)
+        strip.update(tabs)
         series = state.curve(self.selected) if state else None
         legend = curve_summary(self.selected, series) if series is not None else f"{self.selected}: no data yet"
         self.query_one("#curve-legend", Static).update(Text(legend, style="italic", no_wrap=True, overflow="ellipsis"))
@@ -253,6 +283,19 @@ class SparsityPane(Vertical, _Shows):
 
     def watch_filter_text(self) -> None:
         self._draw_table()
+
+    def on_resize(self) -> None:
+        self._draw_table()
+
+    def _name_width(self) -> tuple[int, int]:
+        """(bar width, layer-name width) for the pane's width: names get what the sparsity column and the bar leave
+        (cell padding included); below 24 columns for names the bar goes first."""
+        inner = (self.content_size.width or 40) - 2  # the table's scrollbar gutter
+        bar_w = 10
+        name_w = inner - 7 - bar_w - 3 * 2
+        if name_w < 24:
+            bar_w, name_w = 0, inner - 7 - 2 * 2
+        return bar_w, max(8, name_w)
 
     def _draw(self) -> None:
         state = self._state
@@ -293,10 +336,19 @@ class SparsityPane(Vertical, _Shows):
         if sp is None:
             return
         needle = self.filter_text.lower()
+        bar_w, name_w = self._name_width()
+        if ("bar" in table.columns) != bool(bar_w):  # the bar column comes and goes with the width
+            table.clear(columns=True)
+            table.add_column("sparsity", key="sparsity")
+            if bar_w:
+                table.add_column("", key="bar")
+            table.add_column("layer", key="layer")
         for name, value in sp.layers.items():
             if needle and needle not in name.lower():
                 continue
-            cells = (Text(fmt_pct(value), justify="right"), Text(bar(value, 10), heat_color(value)), name)
+            cells = [Text(fmt_pct(value), justify="right"), short_layer_name(name, name_w)]
+            if bar_w:
+                cells.insert(1, Text(bar(value, bar_w), heat_color(value)))
             table.add_row(*cells, key=name)
         table.border_subtitle = f"filter: {self.filter_text}" if self.filter_text else ""
 
@@ -325,12 +377,30 @@ class SamplesPane(VerticalScroll, _Shows):
     def compose(self) -> ComposeResult:
         yield Static(id="samples-body")
 
+    #: width of one sample card; a wider pane lays the cards side by side
+    CARD_WIDTH = 110
+
     def on_mount(self) -> None:
         self.border_title = "samples"
+        self._state: RunState | None = None
+        self._columns = 0
+
+    def on_resize(self) -> None:
+        if self._state is not None and self._columns != self.columns():
+            self._draw(self._state)
+
+    def columns(self) -> int:
+        """Cards per row: one per ``CARD_WIDTH`` columns of the pane (at least one)."""
+        return max(1, (self.content_size.width or self.CARD_WIDTH) // self.CARD_WIDTH)
 
     def show(self, state: RunState) -> None:
         if not self.changed(state, "samples"):
             return
+        self._draw(state)
+
+    def _draw(self, state: RunState) -> None:
+        self._state = state
+        self._columns = self.columns()
         body = self.query_one("#samples-body", Static)
         if not state.samples:
             body.update(Text("no samples yet (they come with each validation)", style="dim"))
@@ -356,8 +426,17 @@ class SamplesPane(VerticalScroll, _Shows):
             grid.add_column(ratio=1)
             grid.add_row(picture, words)
             cards.append(grid)
-            cards.append(Text(""))
-        body.update(Group(*cards[:-1]))
+        if self._columns == 1:
+            body.update(Group(*[part for card in cards for part in (card, Text(""))][:-1]))
+            return
+        rows = Table.grid(padding=(0, 3), expand=True)
+        for _ in range(self._columns):
+            rows.add_column(ratio=1)
+        for start in range(0, len(cards), self._columns):
+            chunk = cards[start : start + self._columns]
+            rows.add_row(*chunk, *[Text("")] * (self._columns - len(chunk)))
+            rows.add_row(*[Text("")] * self._columns)
+        body.update(rows)
 
 
 class MetricsLine(Static, _Shows):
