@@ -22,8 +22,8 @@ SCIENTIFIC = re.compile(r"\d[eE][-+]\d")
 PERCENT = r"\d{1,3}\.\d{2,6}%"
 
 
-def sparsecap(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}  # wide: one table row per line
+def sparsecap(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", **(env or {})}  # wide: one table row per line
     return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
@@ -245,8 +245,11 @@ def test_from_and_checkpoint_mean_the_same_in_every_command_and_old_spellings_st
 
 @pytest.mark.slow
 def test_eval_prints_the_metric_names_training_uses(runs: dict):
-    res = sparsecap("eval", str(runs["mag"]), "--limit", "4", "--metrics", "bleu,rouge,cider")
+    res = sparsecap("eval", str(runs["mag"]), "--limit", "4", "--metrics", "bleu,meteor,rouge,cider",
+                    env={"SPARSECAP_PROGRESS_EVERY": "0"})
     assert res.returncode == 0, res.stderr
+    # scoring shows progress too, naming the metric while it runs (METEOR's Java takes seconds)
+    assert "score 2/5 (40%)" in res.stderr and "metric=METEOR" in res.stderr, res.stderr
     names = re.findall(r"│ (\S+)\s+│", res.stdout)
     assert {"BLEU-4", "ROUGE-L", "CIDEr-D"} <= set(names) and not {"Bleu_4", "ROUGE_L", "CIDEr"} & set(names), names
 

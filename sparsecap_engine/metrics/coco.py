@@ -241,16 +241,14 @@ def evaluate_captions(
     require_java()
     groups = ("Bleu", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
     steps = ["tokenize", *(g for g in groups if any(m.startswith(g) for m in wanted))]
-    done = 0
 
     def step(name: str) -> None:
-        nonlocal done
-        done += 1
-        progress("evaluate", done, len(steps), metric=name)
+        """Say which step runs now (``done`` = steps finished): a slow one (METEOR's Java) shows while it runs."""
+        progress("score", steps.index(name), len(steps), metric=name)
 
+    step("tokenize")
     gts = ptb_tokenize({k: list(refs[k]) for k in hyps})
     res = ptb_tokenize({k: [hyps[k]] for k in hyps})
-    step("tokenize")
     corpus: dict[str, float | None] = {}
     per_metric: dict[str, dict[int, float]] = {}
     unavailable: dict[str, str] = {}
@@ -263,28 +261,29 @@ def evaluate_captions(
             )
 
     if any(m.startswith("Bleu") for m in wanted):
+        step("Bleu")
         with _quiet():
             score, scores = Bleu(4).compute_score(gts, res)
         for k in range(4):
             if f"Bleu_{k + 1}" in wanted:
                 record(f"Bleu_{k + 1}", score[k], scores[k])
-        step("Bleu")
     if "METEOR" in wanted:
+        step("METEOR")
         try:
             record("METEOR", *_meteor(gts, res))
         except RuntimeError as e:
             record("METEOR", None, None)
             unavailable["METEOR"] = _reason(e)
-        step("METEOR")
     if "ROUGE_L" in wanted:
+        step("ROUGE_L")
         score, scores = Rouge().compute_score(gts, res)
         record("ROUGE_L", score, np.asarray(scores).tolist())
-        step("ROUGE_L")
     if "CIDEr" in wanted:
+        step("CIDEr")
         score, scores = Cider().compute_score(gts, res)
         record("CIDEr", score, np.asarray(scores).tolist())
-        step("CIDEr")
     if "SPICE" in wanted:
+        step("SPICE")
         reason = spice_missing()
         if reason is None:
             try:
@@ -294,7 +293,7 @@ def evaluate_captions(
         if reason is not None:
             record("SPICE", None, None)
             unavailable["SPICE"] = reason
-        step("SPICE")
+    progress("score", len(steps), len(steps), metric="done")
 
     per_image = {k: {m: per_metric[m][k] for m in wanted if m in per_metric} for k in gts}
     return EvalResult({m: corpus[m] for m in wanted}, per_image, unavailable)

@@ -98,7 +98,7 @@ def evaluate_run(
     refs = data.references()
     out_dir = eval_dir(run.path, split, opts, limit)
     results = [{"image_id": k, "caption": v} for k, v in hyps.items()]
-    result = evaluate_captions(refs, hyps, metrics)
+    result = evaluate_captions(refs, hyps, metrics, progress=progress)
     report = EvalReport(split, out_dir, result.corpus, result.unavailable, len(hyps), len(in_split), limit,
                         captions=hyps, per_image=result.per_image)
     payload: dict[str, Any] = {
