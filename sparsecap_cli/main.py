@@ -20,7 +20,7 @@ from sparsecap_cli.commands import (
     sweep,
     train,
 )
-from sparsecap_cli.help_style import Command, Group
+from sparsecap_cli.help_style import Command, Group, examples
 from sparsecap_cli.launch import torchrun_argv
 from sparsecap_cli.render import err_console
 from sparsecap_engine import __version__
@@ -52,17 +52,17 @@ def main(
 
 # in workflow order; the panels group them in --help
 WORKFLOW, LOOK, SETUP = "Workflow", "Look inside", "Data and setup"
-app.command(cls=Command, name="train", rich_help_panel=WORKFLOW)(train.train)
-app.command(cls=Command, name="prune", rich_help_panel=WORKFLOW)(prune.prune)
-app.command(cls=Command, name="eval", rich_help_panel=WORKFLOW)(evaluate.evaluate)
-app.command(cls=Command, name="caption", rich_help_panel=WORKFLOW)(caption.caption)
-app.command(cls=Command, name="sweep", rich_help_panel=WORKFLOW)(sweep.sweep)
-app.command(cls=Command, name="inspect", rich_help_panel=LOOK)(inspect.inspect)
-app.command(cls=Command, name="export", rich_help_panel=LOOK)(export.export)
-app.command(cls=Command, name="monitor", rich_help_panel=LOOK)(monitor.monitor)
-app.command(cls=Command, name="models", rich_help_panel=LOOK)(models.models)
+app.command(cls=Command, name="train", rich_help_panel=WORKFLOW, epilog=examples("train"))(train.train)
+app.command(cls=Command, name="prune", rich_help_panel=WORKFLOW, epilog=examples("prune"))(prune.prune)
+app.command(cls=Command, name="eval", rich_help_panel=WORKFLOW, epilog=examples("eval"))(evaluate.evaluate)
+app.command(cls=Command, name="caption", rich_help_panel=WORKFLOW, epilog=examples("caption"))(caption.caption)
+app.command(cls=Command, name="sweep", rich_help_panel=WORKFLOW, epilog=examples("sweep"))(sweep.sweep)
+app.command(cls=Command, name="inspect", rich_help_panel=LOOK, epilog=examples("inspect"))(inspect.inspect)
+app.command(cls=Command, name="export", rich_help_panel=LOOK, epilog=examples("export"))(export.export)
+app.command(cls=Command, name="monitor", rich_help_panel=LOOK, epilog=examples("monitor"))(monitor.monitor)
+app.command(cls=Command, name="models", rich_help_panel=LOOK, epilog=examples("models"))(models.models)
 app.add_typer(data.app, name="data", rich_help_panel=SETUP)
-app.command(cls=Command, name="doctor", rich_help_panel=SETUP)(doctor.doctor)
+app.command(cls=Command, name="doctor", rich_help_panel=SETUP, epilog=examples("doctor"))(doctor.doctor)
 app.command(cls=Command, name="sweep-measure", hidden=True)(sweep.sweep_measure)
 
 

@@ -46,3 +46,22 @@ def test_help_shows_every_option_text(path: tuple[str, ...]):
     if any(getattr(p, "is_flag", None) is False and not getattr(p, "hidden", False) for p in command.params
            if getattr(p, "param_type_name", "") == "option"):
         assert re.search(r"<(int|float|str|path)>", res.output), f"{' '.join(path)}: valued options lost their type"
+
+
+@pytest.mark.parametrize("path", [p for p in _commands(COMMAND) if p and p != ("data",)], ids=" ".join)
+def test_every_command_help_ends_with_examples_that_parse(path: tuple[str, ...]):
+    """An example in every command's help, and each one is a valid command line (its options exist and parse)."""
+    import shlex
+
+    from sparsecap_cli.help_style import EXAMPLES
+
+    res = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"})
+    shown = [line.strip().removeprefix("$ ") for line in res.output.splitlines() if line.strip().startswith("$ ")]
+    assert "Examples" in res.output and shown == EXAMPLES[path[-1]], res.output
+    command = COMMAND
+    for name in path:
+        command = command.commands[name]
+    for example in shown:
+        argv = shlex.split(example)
+        assert argv[: len(path) + 1] == ["sparsecap", *path], example
+        command.make_context(" ".join(argv[: len(path) + 1]), argv[len(path) + 1 :])  # raises on a bad option

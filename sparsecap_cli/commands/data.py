@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sparsecap_cli.help_style import Command, Group
+from sparsecap_cli.help_style import Command, Group, examples
 from sparsecap_cli.render import console, progress_bar
 from sparsecap_engine.data.karpathy import load_karpathy
 from sparsecap_engine.data.synthetic import DEFAULT_IMAGES, DEFAULT_SEED, DEFAULT_SIZE, generate_synthetic
@@ -21,7 +21,7 @@ def _group() -> None:
     """Datasets: generate the embedded synthetic dataset."""
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, epilog=examples("synth"))
 def synth(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write dataset.json and images/ into (replaced if "
                                       "synthetic).")],
@@ -42,7 +42,7 @@ def synth(
     )
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, epilog=examples("scene"))
 def scene(
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("scene.png"),
     seed: Annotated[int, typer.Option(help="Random seed of the scene.")] = 12345,

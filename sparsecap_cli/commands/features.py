@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sparsecap_cli.help_style import Command
+from sparsecap_cli.help_style import Command, examples
 from sparsecap_cli.render import console, progress_bar
 
 
@@ -43,7 +43,7 @@ def extract_features(
     grid: Annotated[int, typer.Option(help="Average-pool the grid to grid×grid cells (0 = as is).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
     dtype: Annotated[str, typer.Option(help="Stored precision: float32 | float16.")] = "float32",
-    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Encode every image of a dataset with a ResNet (weights from a local file) into grid features in HDF5."""
@@ -58,5 +58,5 @@ def extract_features(
 
 def register(app: typer.Typer) -> None:
     """Add these commands to the ``data`` sub-app."""
-    app.command(cls=Command, name="pack-features")(pack_features)
-    app.command(cls=Command, name="extract-features")(extract_features)
+    app.command(cls=Command, name="pack-features", epilog=examples("pack-features"))(pack_features)
+    app.command(cls=Command, name="extract-features", epilog=examples("extract-features"))(extract_features)

@@ -27,7 +27,7 @@ def extract_features(
     grid: int = 0,
     batch_size: int = 16,
     dtype: str = "float32",
-    device: str = "cpu",
+    device: str = "auto",
     progress: Progress = no_progress,
     width: int = 64,
 ) -> tuple[Path, int, int]:
@@ -46,7 +46,10 @@ def extract_features(
     if not records:
         raise UsageError(f"{dataset}: no images")
     net = ResNetEncoder(depth=RESNET_DEPTHS[encoder], weights=str(weights), freeze=True, grid=grid, width=width)
-    net.to(torch.device(device)).eval()
+    from sparsecap_engine.training.setup import resolve_device
+
+    dev = resolve_device(device)  # auto → cuda when present; a bad name is a one-line usage error
+    net.to(dev).eval()
     np_dtype = {"float16": "float16", "float32": "float32"}[dtype]
     regions = {"n": 0}
 
@@ -54,7 +57,7 @@ def extract_features(
         g, gb = f.create_group("feats"), f.create_group("boxes")
         for start in range(0, len(records), batch_size):
             chunk = records[start : start + batch_size]
-            pixels = torch.stack([load_image(r.path, image_size) for r in chunk]).to(device)
+            pixels = torch.stack([load_image(r.path, image_size) for r in chunk]).to(dev)
             with torch.no_grad():
                 out_ = net({"images": pixels})
             feats = out_["feats"].float().cpu().numpy()
