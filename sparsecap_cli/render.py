@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from sparsecap_engine.humanize import number
 
@@ -93,6 +95,16 @@ def progress_bar(quiet: bool = False) -> Iterator[Any]:
             bar.update(tasks[task], completed=done, total=total, info=text)
 
         yield update
+
+
+def next_steps(*commands: str) -> None:
+    """End a command by naming the likely next ones: ``next: sparsecap eval runs/x  ·  sparsecap caption …``."""
+    console.print(Text("next: " + "  ·  ".join(commands), style="dim"), soft_wrap=True, highlight=False)
+
+
+def q(path: Any) -> str:
+    """A path as it would be typed in a shell command."""
+    return shlex.quote(str(path))
 
 
 def scores_table(title: str, rows: dict[str, Any]) -> Table:

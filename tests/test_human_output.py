@@ -250,6 +250,7 @@ def test_eval_prints_the_metric_names_training_uses(runs: dict):
     assert res.returncode == 0, res.stderr
     # scoring shows progress too, naming the metric while it runs (METEOR's Java takes seconds)
     assert "score 2/5 (40%)" in res.stderr and "metric=METEOR" in res.stderr, res.stderr
+    assert f"next: sparsecap caption IMAGE --from {runs['mag']}" in res.stdout.replace("\n", " ")
     names = re.findall(r"│ (\S+)\s+│", res.stdout)
     assert {"BLEU-4", "ROUGE-L", "CIDEr-D"} <= set(names) and not {"Bleu_4", "ROUGE_L", "CIDEr"} & set(names), names
 
@@ -257,5 +258,16 @@ def test_eval_prints_the_metric_names_training_uses(runs: dict):
 def test_out_has_its_short_form_wherever_a_command_writes_a_path(tmp_path: Path):
     res = sparsecap("data", "scene", "-o", str(tmp_path / "s.png"), "--size", "64")
     assert res.returncode == 0 and (tmp_path / "s.png").is_file(), res.stderr
+    assert res.stdout.splitlines()[-1] == f"next: sparsecap caption {tmp_path / 's.png'}"  # the likely next command
     for cmd in (["export"], ["data", "synth"], ["data", "pack-features"], ["data", "scene"]):
         assert re.search(r"--out\s+-o", sparsecap(*cmd, "--help").stdout), cmd
+
+
+@pytest.mark.slow
+def test_train_and_prune_end_by_naming_the_next_commands(runs: dict):
+    out = " ".join(runs["prune"].stdout.split())  # un-wrapped
+    mag = runs["mag"]
+    want = f"next: sparsecap eval {mag} · sparsecap export {mag} -o mag.safetensors · sparsecap caption IMAGE --from"
+    assert want in out, out
+    res = sparsecap("export", str(mag), "-o", str(runs["root"] / "m.safetensors"))
+    assert res.returncode == 0 and "next: sparsecap caption IMAGE --from" in res.stdout, res.stderr

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sparsecap_cli.help_style import Command, Group, examples
-from sparsecap_cli.render import console, progress_bar
+from sparsecap_cli.render import console, next_steps, progress_bar, q
 from sparsecap_engine.data.karpathy import load_karpathy
 from sparsecap_engine.data.synthetic import DEFAULT_IMAGES, DEFAULT_SEED, DEFAULT_SIZE, generate_synthetic
 
@@ -40,6 +40,7 @@ def synth(
         f"{captions} captions -> {path}",
         soft_wrap=True,
     )
+    next_steps(f"sparsecap train --dataset {q(path)}")
 
 
 @app.command(cls=Command, epilog=examples("scene"))
@@ -53,6 +54,7 @@ def scene(
 
     path, captions = render_sample(out, seed, size)
     console.print(f"{path}: {captions[0]}", highlight=False)
+    next_steps(f"sparsecap caption {q(path)}")
 
 
 from sparsecap_cli.commands import features as _features  # noqa: E402 - pack-features, extract-features

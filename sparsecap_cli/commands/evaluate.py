@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from sparsecap_cli import decode_flags as df
-from sparsecap_cli.render import console, progress_bar, scores_table
+from sparsecap_cli.render import console, next_steps, progress_bar, q, scores_table
 
 
 def evaluate(
@@ -68,3 +68,4 @@ def evaluate(
         console.print(f"first {report.n_images} of {report.split_images} {split} images only (--limit "
                       f"{report.limit}); the full evaluation (no --limit) goes to {full}", highlight=False)
     console.print(f"captions and scores in {report.out_dir}{extra}", highlight=False)
+    next_steps(f"sparsecap caption IMAGE --from {q(run)}", f"sparsecap inspect {q(run)}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from sparsecap_cli.render import console, progress_bar
+from sparsecap_cli.render import console, next_steps, progress_bar, q
 
 #: the exact format a lossy export is compared with, and the lossy ones
 EXACT, LOSSY = "fp16", ("int8",)
@@ -65,6 +65,7 @@ def export(
         console.print(f"{info['zeroed']:,} pruned weights rounded to 0 in {values} (dropped)", highlight=False)
     if "check" in info:
         console.print(check_lines(info), highlight=False)
+    next_steps(f"sparsecap caption IMAGE --from {q(out)}", f"sparsecap inspect {q(out)}")
 
 
 def check_lines(info: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sparsecap_cli.help_style import Command, examples
-from sparsecap_cli.render import console, progress_bar
+from sparsecap_cli.render import console, next_steps, progress_bar, q
 
 
 def pack_features(
@@ -27,6 +27,7 @@ def pack_features(
     with progress_bar(quiet) as progress:
         path, n = pack(feats_dir, out, boxes, dtype=dtype, box_format=box_format, progress=progress)
     console.print(f"{n} images -> {path}", highlight=False, soft_wrap=True)
+    next_steps(f"sparsecap train --dataset DATASET.json --features {q(path)}")
 
 
 def extract_features(
@@ -54,6 +55,7 @@ def extract_features(
             dataset, out, weights, encoder, image_root, image_size, grid, batch_size, dtype, device, progress
         )
     console.print(f"{n} images x {cells} regions -> {path}", highlight=False, soft_wrap=True)
+    next_steps(f"sparsecap train --dataset {q(dataset)} --features {q(path)}")
 
 
 def register(app: typer.Typer) -> None:

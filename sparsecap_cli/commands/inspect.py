@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from sparsecap_cli.render import console
+from sparsecap_cli.render import console, next_steps, q
 
 
 def inspect(
@@ -28,6 +28,7 @@ def inspect(
         from sparsecap_engine.errors import UsageError
 
         raise UsageError(f"--threads must be between 1 and 1024, got {threads}")
+    original = checkpoint
     if checkpoint.is_dir():
         from sparsecap_engine.checkpoint.source import checkpoint_file
 
@@ -96,6 +97,8 @@ def inspect(
                           "(float rounding at a near tie, or a conversion fault): compare their captions")
     if plot is not None:
         console.print(f"sparsity chart: {plot}", highlight=False)
+    next_steps(f"sparsecap export {q(original)} -o small.safetensors --values int8",
+               f"sparsecap caption IMAGE --from {q(original)}")
 
 
 def _cell(value: Any, decimals: int | None = None) -> str:

@@ -18,7 +18,7 @@ from sparsecap_cli.commands.common import (
     run_stoppable,
     training_flags,
 )
-from sparsecap_cli.render import console, scores_table
+from sparsecap_cli.render import console, next_steps, q, scores_table
 from sparsecap_engine.errors import TargetMissedError, UsageError
 from sparsecap_engine.humanize import percent
 
@@ -203,6 +203,9 @@ def prune(
     else:
         console.print(f"best val CIDEr-D {best}; no pruned checkpoint")
     console.print(f"sparsity table {result.outputs['csv']} (+ .json), chart {result.outputs['png']}")
+    if result.reached:
+        next_steps(f"sparsecap eval {q(run.path)}", f"sparsecap export {q(run.path)} -o {q(run.path.name)}.safetensors",
+                   f"sparsecap caption IMAGE --from {q(run.path)}")
     if as_json:
         print_json({"run": str(run.path), "status": result.status, "method": opts.method, "target": result.target,
                     "sparsity": result.sparsity, "reached": result.reached, "message": result.message,

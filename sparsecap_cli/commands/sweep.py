@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sparsecap_cli.render import console, err_console, progress_bar
+from sparsecap_cli.render import console, err_console, next_steps, progress_bar, q
 
 DEFAULT_METHODS = "dense,supermask,gradual,magnitude,lottery,snip"
 DEFAULT_SPARSITY = "0.95,0.975,0.9875,0.991"
@@ -132,6 +132,7 @@ def sweep(
             err_console.print(f"[yellow]{cid}:[/yellow] {message}", highlight=False, soft_wrap=True)
         console.print(f"results: {result.paths['md']} (+ .csv, .json); plots: {plan.folder / 'plots'}",
                       highlight=False)
+        next_steps(f"sparsecap monitor {q(plan.folder)}", f"sparsecap eval {q(plan.folder)}/CELL --beam 3")
     if result.status == "interrupted":
         err_console.print("[bold red]interrupted:[/bold red] rerun the same command to resume", highlight=False)
         raise typer.Exit(143 if got else 130)

@@ -17,7 +17,7 @@ from sparsecap_cli.commands.common import (
     run_stoppable,
     training_flags,
 )
-from sparsecap_cli.render import console, scores_table
+from sparsecap_cli.render import console, next_steps, q, scores_table
 
 
 def train(
@@ -125,6 +125,9 @@ def train(
     console.print(scores_table(f"validation (step {result.step})", result.last_metrics))
     best = f"{result.best_cider:.4f} at step {result.best_step}" if result.best_cider is not None else "none"
     console.print(f"{result.status}: best val CIDEr-D {best}; checkpoints in {run.checkpoints}")
+    if result.status == "completed":
+        next_steps(f"sparsecap eval {q(run.path)}", f"sparsecap prune --from {q(run.path)} --method magnitude "
+                   "--sparsity 0.9", f"sparsecap monitor {q(run.path)}")
     if as_json:
         print_json({"run": str(run.path), "status": result.status, "step": result.step, "best_step": result.best_step,
                     "best_cider": result.best_cider, "metrics": result.last_metrics, "message": result.message,
