@@ -46,3 +46,6 @@ def test_training_reports_progress_from_step_zero_and_sparsity_when_pruning(data
     assert train[0][:3] == ("train", 0, 4)  # the bar appears before the first step
     assert [c[1] for c in train[1:]] == [2, 4]
     assert all("sparsity" in c[3] for c in train[1:])  # prune's bar shows the current sparsity
+    # validation shows its progress too: images decoded of the validation images, ending at all of them
+    val = [c for c in calls if c[0] == "validate"]
+    assert len(val) == 2 and all(0 < c[1] == c[2] <= cfg.train.val_images for c in val)  # at steps 3 and 4

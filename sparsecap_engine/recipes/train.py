@@ -105,10 +105,12 @@ def target_check(report: dict[str, Any] | None, best_step: int | None) -> tuple[
 
 
 def validate(
-    model: CaptionModel, data, vocab, device: torch.device, n_images: int, max_len: int, batch_size: int = 64
+    model: CaptionModel, data, vocab, device: torch.device, n_images: int, max_len: int, batch_size: int = 64,
+    progress: Progress = no_progress,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Greedy captions for the first ``n_images`` images → (metrics, per-image items). In a multi-process run each
-    rank decodes every ``world``-th image and the captions are gathered: every rank scores the same set."""
+    rank decodes every ``world``-th image and the captions are gathered: every rank scores the same set.
+    ``progress("validate", images decoded, images)`` follows the decoding (this rank's share)."""
     model.eval()
     dist = current()
     n = min(n_images, len(data)) if n_images > 0 else len(data)
@@ -119,6 +121,7 @@ def validate(
         index = mine[start : start + batch_size]
         batch = {k: v.to(device) for k, v in data.image_batch(index).items()}
         caps.update(zip(index, caption_batch(model, batch, vocab, opts), strict=True))
+        progress("validate", start + len(index), len(mine))
     for part in dist.gather(caps) if dist.active else ():
         caps.update(part)
     hyps: dict[int, str] = {}
@@ -253,7 +256,8 @@ def train(
 
     def evaluate(step: int) -> dict[str, float]:
         nonlocal last_report
-        metrics, items = validate(model, splits.val, vocab, device, tc.val_images, config.data.max_len)
+        metrics, items = validate(model, splits.val, vocab, device, tc.val_images, config.data.max_len,
+                                  progress=progress)
         log.write("val", step, metrics=metrics)
         log.write("samples", step, items=items[: tc.samples])
         report = call(hooks, "report", step)
