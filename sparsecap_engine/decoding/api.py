@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -13,6 +14,7 @@ from sparsecap_engine.decoding.constraints import Constraints
 from sparsecap_engine.decoding.greedy import filter_logprobs, greedy, sample
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.models.base import CaptionModel, Memory
+from sparsecap_engine.progress import Progress, no_progress
 from sparsecap_engine.text.vocab import Vocab
 
 DECODING_METHODS = ("greedy", "sample", "beam")
@@ -198,6 +200,28 @@ def caption_batch(model: CaptionModel, batch: dict[str, Tensor], vocab: Vocab, o
     memory = model.encode(batch)
     seqs = decode_memory(model, memory, vocab, opts)
     return [vocab.decode(row.tolist()) for row in seqs]
+
+
+def caption_images(
+    model: CaptionModel,
+    data: Any,
+    indices: Sequence[int],
+    vocab: Vocab,
+    opts: DecodeOptions,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    progress: Progress = no_progress,
+    task: str = "decode",
+) -> dict[int, str]:
+    """Captions of the images at ``indices`` of a caption set (``data.image_batch(index)`` → encoder inputs), as
+    position → caption, ``batch_size`` images per forward; ``progress(task, done, total)`` after each batch."""
+    out: dict[int, str] = {}
+    for start in range(0, len(indices), batch_size):
+        index = list(indices[start : start + batch_size])
+        inputs = {k: v.to(device) for k, v in data.image_batch(index).items()}
+        out.update(zip(index, caption_batch(model, inputs, vocab, opts), strict=True))
+        progress(task, start + len(index), len(indices))
+    return out
 
 
 @torch.no_grad()

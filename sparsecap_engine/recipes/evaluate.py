@@ -14,7 +14,7 @@ from sparsecap_engine.atomic import atomic_write_text, check_target
 from sparsecap_engine.checkpoint.model_io import load_model
 from sparsecap_engine.checkpoint.source import checkpoint_file
 from sparsecap_engine.data.captions import CaptionSet, load_records
-from sparsecap_engine.decoding.api import DecodeOptions, caption_batch, decode_tag
+from sparsecap_engine.decoding.api import DecodeOptions, caption_images, decode_tag
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.metrics.coco import evaluate_captions, require_java, resolve_metrics
 from sparsecap_engine.progress import Progress, no_progress
@@ -87,14 +87,8 @@ def evaluate_run(
     features = open_features(config.data, dataset_path(config.data), progress)  # region-feature runs
     data = CaptionSet.build(chosen, vocab, config.data.max_len, config.data.image_size, progress, features)
 
-    hyps: dict[int, str] = {}
-    batch = 64
-    for start in range(0, len(data), batch):
-        index = list(range(start, min(len(data), start + batch)))
-        inputs = {k: v.to(dev) for k, v in data.image_batch(index).items()}
-        for i, cap in zip(index, caption_batch(model, inputs, vocab, opts), strict=True):
-            hyps[data.records[i].image_id] = cap
-        progress("decode", index[-1] + 1, len(data))
+    captions = caption_images(model, data, range(len(data)), vocab, opts, dev, progress=progress)
+    hyps = {data.records[i].image_id: cap for i, cap in captions.items()}
     refs = data.references()
     out_dir = eval_dir(run.path, split, opts, limit)
     results = [{"image_id": k, "caption": v} for k, v in hyps.items()]

@@ -36,7 +36,7 @@ def check_export(run_path: Path, src: Path, out: Path, limit: int = 0, device: s
     with pycocoevalcap's CIDEr-D (what ``sparsecap eval`` reports); writes nothing into the run."""
     from sparsecap_engine.checkpoint.model_io import load_model
     from sparsecap_engine.data.captions import CaptionSet, load_records
-    from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
+    from sparsecap_engine.decoding.api import DecodeOptions, caption_images
     from sparsecap_engine.errors import UsageError
     from sparsecap_engine.metrics.coco import evaluate_captions
     from sparsecap_engine.progress import no_progress
@@ -61,13 +61,9 @@ def check_export(run_path: Path, src: Path, out: Path, limit: int = 0, device: s
         model, vocab, _ = load_model(path, dev)
         if data is None:
             data = CaptionSet.build(chosen, vocab, config.data.max_len, config.data.image_size, progress, features)
-        hyps: dict[int, str] = {}
-        for start in range(0, len(data), 64):
-            index = list(range(start, min(len(data), start + 64)))
-            inputs = {k: v.to(dev) for k, v in data.image_batch(index).items()}
-            for i, cap in zip(index, caption_batch(model, inputs, vocab, opts), strict=True):
-                hyps[data.records[i].image_id] = cap
-            progress(f"decode ({tag})", index[-1] + 1, len(data))
+        decoded = caption_images(model, data, range(len(data)), vocab, opts, dev, progress=progress,
+                                 task=f"decode ({tag})")
+        hyps = {data.records[i].image_id: cap for i, cap in decoded.items()}
         captions[tag] = hyps
         scores[tag] = evaluate_captions(data.references(), hyps, ["CIDEr"]).corpus["CIDEr"]
     before, after = scores["source"], scores["export"]

@@ -23,7 +23,7 @@ from sparsecap_engine.checkpoint.model_io import save_model
 from sparsecap_engine.checkpoint.pruned import save_pruned
 from sparsecap_engine.config import RunConfig
 from sparsecap_engine.data.loader import PrefetchedSplit, auto_workers
-from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
+from sparsecap_engine.decoding.api import DecodeOptions, caption_images
 from sparsecap_engine.errors import UsageError
 from sparsecap_engine.humanize import percent
 from sparsecap_engine.metrics.bleu import bleu_scores
@@ -116,12 +116,7 @@ def validate(
     n = min(n_images, len(data)) if n_images > 0 else len(data)
     opts = DecodeOptions(max_len=max_len)
     mine = list(range(dist.rank, n, dist.world))
-    caps: dict[int, str] = {}
-    for start in range(0, len(mine), batch_size):
-        index = mine[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in data.image_batch(index).items()}
-        caps.update(zip(index, caption_batch(model, batch, vocab, opts), strict=True))
-        progress("validate", start + len(index), len(mine))
+    caps = caption_images(model, data, mine, vocab, opts, device, batch_size, progress, task="validate")
     for part in dist.gather(caps) if dist.active else ():
         caps.update(part)
     hyps: dict[int, str] = {}
