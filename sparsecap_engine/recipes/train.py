@@ -278,11 +278,13 @@ def train(
     status, message, done = "completed", "", start
     t0, seen = time.perf_counter(), 0
     progress("train", start, tc.steps)  # the bar from the first step, with its elapsed time
+    #: multi-process: a stop request seen by any rank during the last step (learnt with its finiteness check)
+    stop_all = False
     try:
         for step in range(start, tc.steps):
             reason = stop() if stop is not None else None
-            if dist.active and dist.any(bool(reason)) and not reason:  # every rank stops at the same step
-                reason = "a signal reached another rank"
+            if dist.active:  # every rank stops at the same step: the one after a rank saw the request
+                reason = (reason or "a signal reached another rank") if stop_all else None
             if reason:  # a string names a signal (interrupted); True is the monitor's Stop button
                 status = "interrupted" if isinstance(reason, str) else "stopped"
                 message = f"{reason}; last checkpoint saved" if isinstance(reason, str) else "stopped by the user"
@@ -305,8 +307,9 @@ def train(
             scaler.unscale_(optimizer)
             norm = clip_gradients(optimizer, oc.grad_clip, oc.grad_clip_mode)
             finite = bool(torch.isfinite(total.detach() + norm))  # one device sync per step
-            if dist.active:
-                finite = not dist.any(not finite)
+            if dist.active:  # one all-reduce per step carries both flags
+                bad, stop_all = dist.any_each(not finite, bool(stop() if stop is not None else None))
+                finite = not bad
             if not scaler.is_enabled() and not finite:
                 # fp16's scaler skips such steps itself; in fp32 or bf16 the update would poison the weights
                 value = total.item()

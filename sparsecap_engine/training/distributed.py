@@ -97,11 +97,15 @@ class Dist:
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is True on any (a stop request that reached one rank stops them all)."""
+        return self.any_each(flag)[0]
+
+    def any_each(self, *flags: bool) -> tuple[bool, ...]:
+        """:meth:`any` of several flags in one all-reduce (a training step checks two: non-finite, stop)."""
         if not self.active:
-            return bool(flag)
-        t = torch.tensor([1.0 if flag else 0.0])
+            return tuple(bool(f) for f in flags)
+        t = torch.tensor([1.0 if f else 0.0 for f in flags])
         td.all_reduce(t, op=td.ReduceOp.MAX)
-        return bool(t.item() > 0)
+        return tuple(bool(v > 0) for v in t.tolist())
 
     def gather(self, obj: T) -> list[T]:
         """Every rank's ``obj``, in rank order, on every rank (pickled: small Python objects only)."""
