@@ -28,7 +28,7 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="--check: no progress bar."),
 ) -> None:
-    """Export a (pruned) checkpoint in the compact sparse format; `caption --checkpoint` loads it directly."""
+    """Export a (pruned) checkpoint in the compact sparse format; `caption --from FILE` loads it directly."""
     from sparsecap_engine.checkpoint.source import checkpoint_file
     from sparsecap_engine.checkpoint.sparse import check_values, export_sparse, packed_size
     from sparsecap_engine.recipes.export_check import check_export, check_run
