@@ -13,7 +13,8 @@ from sparsecap_cli.render import console, next_steps, progress_bar, q
 from sparsecap_engine.data.karpathy import load_karpathy
 from sparsecap_engine.data.synthetic import DEFAULT_IMAGES, DEFAULT_SEED, DEFAULT_SIZE, generate_synthetic
 
-app = typer.Typer(help="Datasets: the embedded synthetic scenes, one fresh scene, region features packed or extracted to HDF5.", no_args_is_help=True, cls=Group)
+DATA_HELP = "Datasets: the embedded synthetic scenes, one fresh scene, region features packed or extracted to HDF5."
+app = typer.Typer(help=DATA_HELP, no_args_is_help=True, cls=Group)
 
 
 @app.callback()
