@@ -22,9 +22,10 @@ err_console = Console(stderr=True)
 
 
 def _fmt(value: Any) -> str:
-    """Fixed notation for floats (``0.000012``, never ``1.2e-05``): the one number convention of human output."""
+    """Fixed notation for floats (``0.000012``, never ``1.2e-05``), trailing zeros dropped (``538.6``, not
+    ``538.6000``): the one number convention of progress lines."""
     if isinstance(value, float):
-        return number(value)
+        return number(value, trim=True)
     return str(value)
 
 

@@ -18,11 +18,12 @@ def test_plain_lines_start_throttle_and_finish():
     progress("train", 0, 1000)
     for step in range(1, 1001):
         now[0] += 1.0  # one step per second
-        progress("train", step, 1000, loss=2.5)
+        progress("train", step, 1000, loss=2.5, items_per_s=538.6, lr=0.000012)
     assert lines[0] == "train 0/1,000 (0%) elapsed 0:00:00"
     assert len(lines) == 1 + 1000 // 30 + 1  # every 30 s, and the end
-    assert lines[1] == "train 30/1,000 (3%) elapsed 0:00:30 eta 0:16:10  loss=2.5000"
-    assert lines[-1] == "train 1,000/1,000 (100%) elapsed 0:16:40  loss=2.5000"
+    tail = "  loss=2.5  items_per_s=538.6  lr=0.000012"  # fixed notation, no padding zeros
+    assert lines[1] == "train 30/1,000 (3%) elapsed 0:00:30 eta 0:16:10" + tail
+    assert lines[-1] == "train 1,000/1,000 (100%) elapsed 0:16:40" + tail
     progress("eval", 5, None)
     assert lines[-1] == "eval 5 elapsed 0:00:00"  # no total: no percentage, no ETA
 
