@@ -131,3 +131,44 @@ def test_want_sparse_modes():
         want_sparse("maybe", sparse_model, "cpu")
     with pytest.raises(UsageError):
         want_sparse("on", sparse_model, "cuda")
+
+
+def test_a_layer_dense_enough_for_csr_to_lose_on_big_batches_uses_its_dense_weight_there(monkeypatch):
+    """Per-layer fallback: a 70 % sparse layer multiplies one row by CSR and 192 rows (eval's 64 images × beam 3) by
+    its dense weight; a 99 % sparse one always by CSR and keeps no dense copy. Results agree either way."""
+    import torch.nn.functional as F
+
+    from sparsecap_engine.checkpoint import sparse_infer as si
+
+    assert si.csr_pays(0.3, 1) and si.csr_pays(0.3, 16) and not si.csr_pays(0.3, 64)
+    assert si.csr_pays(0.2, 64) and not si.csr_pays(0.2, 192) and si.csr_pays(0.01, 10**6)
+    torch.manual_seed(0)
+    loose, tight = nn.Linear(64, 48), nn.Linear(64, 48)
+    with torch.no_grad():
+        loose.weight.mul_(torch.rand_like(loose.weight) >= 0.7)
+        tight.weight.mul_(torch.rand_like(tight.weight) >= 0.99)
+    loose_s, tight_s = SparseLinear(copy.deepcopy(loose)), SparseLinear(copy.deepcopy(tight))
+    assert loose_s.product.dense is not None and tight_s.product.dense is None
+    calls: list[str] = []
+    real_csr, real_linear = si._csr_matmul, F.linear
+    monkeypatch.setattr(si, "_csr_matmul", lambda *a: calls.append("csr") or real_csr(*a))
+    monkeypatch.setattr(si.F, "linear", lambda *a, **k: calls.append("dense") or real_linear(*a, **k))
+    for rows, layer, dense, want in ((1, loose_s, loose, "csr"), (192, loose_s, loose, "dense"),
+                                     (192, tight_s, tight, "csr")):
+        x = torch.randn(rows, 64)
+        expected = dense(x)
+        calls.clear()
+        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+        assert calls == [want], (rows, calls)
+    # the LSTM cell's two products choose the same way
+    cell = nn.LSTMCell(32, 40)
+    with torch.no_grad():
+        cell.weight_ih.mul_(torch.rand_like(cell.weight_ih) >= 0.7)
+        cell.weight_hh.mul_(torch.rand_like(cell.weight_hh) >= 0.99)
+    sparse_cell = SparseLSTMCell(copy.deepcopy(cell), 0.5)
+    x, h = torch.randn(192, 32), (torch.randn(192, 40), torch.randn(192, 40))
+    expected = cell(x, h)
+    calls.clear()
+    for got, want in zip(sparse_cell(x, h), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert calls == ["dense", "csr"]
