@@ -66,7 +66,7 @@ async def test_values_appear_in_the_panes(tmp_path: Path) -> None:
         ):
             assert part in text, (part, text)
         metrics = plain(app.screen.query_one(MetricsLine))
-        assert "CIDEr-D 0.5" in metrics and "BLEU-4 0.1667" in metrics and "gradual" in metrics
+        assert "CIDEr-D 0.5000" in metrics and "BLEU-4 0.1667" in metrics and "gradual" in metrics
         assert "loss  last 1.71 @ 250" in plain(app.screen.query_one("#curve-legend", Static))
         assert "target 90.0%" in plain(app.screen.query_one("#overall", Static))
         table = app.screen.query_one("#layers", DataTable)
@@ -102,7 +102,7 @@ async def test_appended_events_update_the_widgets(tmp_path: Path) -> None:
         assert follower.poll()
         await pilot.pause()
         assert "step 300/400" in status(app) and "items/s 170" in status(app) and "@300 ★best" in status(app)
-        assert "CIDEr-D 0.77" in plain(app.screen.query_one(MetricsLine))
+        assert "CIDEr-D 0.7700" in plain(app.screen.query_one(MetricsLine))
         table = app.screen.query_one("#layers", DataTable)
         assert table.row_count == 1 and str(table.get_row("logit.weight")[0]) == "85.0%"
         samples = plain(app.screen.query_one("#samples-body", Static))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from sparsecap_engine.humanize import number
 from sparsecap_engine.monitor_roots import RunSummary
 from sparsecap_engine.monitor_state import RunState, Series
 
@@ -15,12 +16,18 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 
 def fmt(value: float | int | None, digits: int = 4) -> str:
-    """A number in ``digits`` significant digits; ``—`` for None."""
+    """A number in ``digits`` significant digits, never in scientific notation; ``—`` for None."""
     if value is None:
         return "—"
     if isinstance(value, int):
         return f"{value:,}"
-    return f"{value:.{digits}g}"
+    text = f"{value:.{digits}g}"
+    return number(value, trim=True) if "e" in text and math.isfinite(value) else text
+
+
+def score(value: float | None) -> str:
+    """A metric with 4 decimals (``0.0418``, ``1.3530``), the way ``eval`` and ``train`` print scores."""
+    return "—" if value is None else f"{value:.4f}"
 
 
 def fmt_pct(value: float | None) -> str:

@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Input, Static
 
 from sparsecap_cli.tui.images import half_block, placeholder
 from sparsecap_cli.tui.plot import braille_chart
-from sparsecap_cli.tui.text import bar, curve_summary, extras_text, fmt, fmt_pct, short_layer_name, status_fields
+from sparsecap_cli.tui.text import bar, curve_summary, extras_text, fmt_pct, score, short_layer_name, status_fields
 from sparsecap_engine.monitor_state import RunState, RunWatch, Series
 
 STATUS_STYLE = {
@@ -464,14 +464,14 @@ def metrics_text(state: RunState) -> Text:
     text.append(" · ".join(info) + "   ", "dim")
     if not state.metrics:
         text.append("no validation yet", "dim")
-    for name, value in state.metrics.items():
+    for name, value in state.metrics.items():  # scores with 4 decimals, as eval and train print them
         text.append(f"{name} ", "dim")
-        text.append(f"{fmt(value)}  ", "bold")
+        text.append(f"{score(value)}  ", "bold")
     if state.metrics_step is not None:
         text.append(f"@ step {state.metrics_step:,}", "dim")
     if state.best_cider is not None:
         text.append("  best CIDEr-D ", "dim")
-        text.append(fmt(state.best_cider), "bold cyan")
+        text.append(score(state.best_cider), "bold cyan")
         if state.best_step is not None:
             text.append(f" @ {state.best_step:,}", "dim")
     return text
