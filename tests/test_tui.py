@@ -348,9 +348,12 @@ def test_detached_job_stops_on_a_real_ctrl_c(tmp_path: Path) -> None:
     saved = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # what a fresh process has (another test may differ)
     try:
+        detached: list[bool] = []
         with StopSignals(said.append) as signals:
             result = run_with_monitor(_fake_job(run, started), run, interval=0.1, echo=said.append,
-                                      signals=signals, headless=True, size=SIZE, auto_pilot=pilot_fn)
+                                      signals=signals, headless=True, size=SIZE, auto_pilot=pilot_fn,
+                                      on_detach=lambda: detached.append(True))
+        assert detached == [True]  # the caller was told, to start its progress lines
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     finally:
         signal.signal(signal.SIGINT, saved)
@@ -555,3 +558,18 @@ def test_short_layer_names_keep_both_ends_and_stay_distinct() -> None:
         assert all(len(s) <= width for s in short) and len(set(short)) == len(ud), short
     assert short_layer_name("decoder.core.att_lstm.weight_ih", 22) == "d.c.att_lstm.weight_ih"
     assert short_layer_name("decoder.logit.weight", 40) == "decoder.logit.weight"
+
+
+def test_detached_progress_is_silent_until_detach_then_prints_plain_lines(capsys, monkeypatch) -> None:
+    from sparsecap_cli.commands.common import DetachedProgress
+
+    monkeypatch.setenv("SPARSECAP_PROGRESS_EVERY", "0")
+    progress = DetachedProgress()
+    progress("train", 10, 100, loss=2.5)
+    assert capsys.readouterr().err == ""  # the monitor shows the run: nothing on the terminal
+    progress.start()
+    progress("train", 20, 100, loss=2.25)
+    progress("train", 30, 100, loss=2.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("train 20/100 (20%)") and lines[0].endswith("loss=2.25")
+    assert lines[1].startswith("train 30/100 (30%)") and "eta" in lines[1]

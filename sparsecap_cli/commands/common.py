@@ -230,6 +230,27 @@ def join_job(cfg: RunConfig) -> Dist:
     return dist
 
 
+class DetachedProgress:
+    """The progress of a job under the live monitor: silent while the monitor shows it, plain lines on stderr (every
+    ``$SPARSECAP_PROGRESS_EVERY`` s) once the user detaches, so the terminal does not go quiet for the rest."""
+
+    def __init__(self) -> None:
+        self.target: Callable[..., Any] | None = None
+
+    def start(self) -> None:
+        import os
+        import sys
+
+        from sparsecap_cli.render import plain_progress
+
+        every = float(os.environ.get("SPARSECAP_PROGRESS_EVERY", "30") or 30)
+        self.target = plain_progress(every, lambda line: print(line, file=sys.stderr, flush=True))
+
+    def __call__(self, task: str, done: int, total: int | None, **info: Any) -> None:
+        if self.target is not None:
+            self.target(task, done, total, **info)
+
+
 def run_stoppable(job: Callable[..., Any], run_path: Path, tui: bool, quiet: bool) -> tuple[Any, StopSignals]:
     """Run ``job(stop=…, progress=…)`` (a training or pruning run) with Ctrl-C/SIGTERM handled by
     :class:`StopSignals`: under the live monitor with ``tui``, else with a progress bar. Returns its result and the
@@ -245,8 +266,9 @@ def run_stoppable(job: Callable[..., Any], run_path: Path, tui: bool, quiet: boo
             from sparsecap_cli.tui.attach import run_with_monitor
 
             # the signal's reason first: a signal also sets the monitor's own flag (``on_first``), which alone
-            # would end the run as "stopped" instead of "interrupted"
-            return run_with_monitor(lambda stop: job(stop=lambda: signals() or stop()), run_path,
-                                    signals=signals), signals
+            # would end the run as "stopped" instead of "interrupted"; once detached, plain progress lines
+            progress = DetachedProgress()
+            return run_with_monitor(lambda stop: job(stop=lambda: signals() or stop(), progress=progress), run_path,
+                                    signals=signals, on_detach=progress.start), signals
         with progress_bar(quiet) as progress:
             return job(stop=signals, progress=progress), signals

@@ -73,10 +73,12 @@ def run_with_monitor(
     interval: float = 0.5,
     echo: Callable[[str], Any] = print,
     signals: StopSignals | None = None,
+    on_detach: Callable[[], Any] | None = None,
     **run_options: Any,
 ) -> R | None:
     """Run ``job(stop)`` in a thread with the monitor of ``run_dir`` in this terminal; return the job's result.
 
+    ``on_detach`` is called when the user detaches (the caller starts printing progress lines there).
     ``run_options`` go to ``App.run`` (tests pass ``headless=True, auto_pilot=…``). With ``signals`` installed, a
     Ctrl-C or SIGTERM while the job runs detached stops it like *Stop* (no KeyboardInterrupt inside
     ``Thread.join``, which in CPython 3.11 can make a running thread look finished); a second one aborts.
@@ -98,6 +100,8 @@ def run_with_monitor(
             f"detached: the job runs on in this terminal; follow it with `sparsecap monitor {run_dir}`; "
             "Ctrl-C stops it (after a checkpoint)."
         )
+        if on_detach is not None:
+            on_detach()
     elif choice is None and not handle.done:  # the app ended without asking (e.g. closed by the terminal)
         handle.stop()
     return handle.wait(echo)
