@@ -76,9 +76,11 @@ def test_eval_limit_gets_its_own_folder_and_never_replaces_the_full_one(runs: di
     assert scores["images"] == 2 and scores["limit"] == 2 and scores["split_images"] == n_test
     assert len(json.loads((limited_dir / "captions.json").read_text())) == 2
     assert (full_dir / "scores.json").read_text() == before  # the full evaluation is untouched
-    last = limited.stdout.strip().splitlines()[-2:]  # the final lines say where the outputs went, and what they are
-    assert f"first 2 of {n_test} test images only (--limit 2)" in last[0] and str(full_dir) in last[0]
-    assert last[1] == f"captions and scores in {limited_dir}"
+    # the final lines say what the outputs are, where they went, and the likely next commands
+    last = limited.stdout.strip().split("\ncaptions and scores in ")
+    assert f"first 2 of {n_test} test images only (--limit 2)" in last[0].splitlines()[-1]
+    assert str(full_dir) in last[0].splitlines()[-1]
+    assert last[1].splitlines()[0] == str(limited_dir) and last[1].splitlines()[1].startswith("next: ")
 
     beam = sparsecap("eval", str(run), "--metrics", "bleu", "--quiet", "--limit", "2", "--beam", "2", "--json")
     assert beam.returncode == 0, beam.stderr
@@ -130,8 +132,10 @@ def test_inspect_export_eval_print_no_raw_dicts_or_scientific_notation(runs: dic
     _no_raw_dicts_or_scientific(res.stdout)
     scores = json.loads((run / "eval" / "test-beam1-limit3" / "scores.json").read_text())["scores"]
     assert min(scores.values()) < 1e-4  # Bleu_4 of a 6-step model: what used to print as 1.207e-13
-    for metric in scores:
-        assert re.search(rf"│ {metric} +│ +\d+\.\d{{4}} │", res.stdout), metric
+    from sparsecap_engine.humanize import metric_label
+
+    for metric in scores:  # shown by the names training uses (Bleu_4 → BLEU-4, CIDEr → CIDEr-D)
+        assert re.search(rf"│ {metric_label(metric)} +│ +\d+\.\d{{4}} │", res.stdout), metric
 
 
 # --- C: sparsity as a percentage in human output, a fraction in --json -----------------------------------------
