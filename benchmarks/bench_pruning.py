@@ -25,6 +25,9 @@ from sparsecap_engine.pruning.methods import SupermaskMethod
 from sparsecap_engine.pruning.scope import prunable
 from sparsecap_engine.training.losses import caption_xe
 
+#: supermask's schedule: a run this long, timed from its step FIRST_STEP (mid-ramp: pruning from 0.2 T to 0.6 T)
+RUN_STEPS, FIRST_STEP = 1000, 400
+
 
 def timed(fn, repeats: int) -> list[float]:
     out = []
@@ -106,7 +109,8 @@ def bench_step(name: str, steps: int, warmup: int, images: int, per_img: int, le
         method = None
         groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
         if kind == "supermask":
-            method = SupermaskMethod(0.95, total_steps=steps + warmup)
+            # a run of RUN_STEPS steps timed mid-ramp (from 0.4 T): the threshold moves as it does in real runs
+            method = SupermaskMethod(0.95, total_steps=RUN_STEPS)
             method.attach(model)
             groups += method.param_groups()
         variants[kind] = (model, method, groups, torch.optim.Adam(groups, lr=1e-4))
@@ -118,10 +122,10 @@ def bench_step(name: str, steps: int, warmup: int, images: int, per_img: int, le
             sync()
             t0 = time.perf_counter()
             if method:
-                method.before_step(step)
+                method.before_step(FIRST_STEP + step)
             memory = model.expand_memory(model.encode(batch), per_img)
             loss = caption_xe(model(memory, tokens[:, :-1]).float(), tokens[:, 1:], 0)
-            extra = method.extra_loss(step) if method else None
+            extra = method.extra_loss(FIRST_STEP + step) if method else None
             if extra is not None:  # the paper recipe's sparsity loss (the robust one has none)
                 loss = loss + extra
             opt.zero_grad(set_to_none=True)
@@ -129,7 +133,7 @@ def bench_step(name: str, steps: int, warmup: int, images: int, per_img: int, le
             torch.nn.utils.clip_grad_norm_(groups[0]["params"], 1.0)
             opt.step()
             if method:
-                method.after_step(step)
+                method.after_step(FIRST_STEP + step)
             sync()
             if step >= warmup:
                 times[kind].append(time.perf_counter() - t0)

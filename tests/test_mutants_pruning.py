@@ -269,3 +269,31 @@ def test_supermask_training_samples_without_grad_follow_shift_and_sharpness():
         assert bool(sm(w).all())  # deterministic: every s > τ = 0 is kept
         sm.shift = 0.2
         assert not bool(sm(w).any())
+
+
+def test_kth_tracker_is_exactly_kthvalue_step_after_step():
+    """The windowed selection gives torch.kthvalue's value bit for bit: logits drifting step to step, ties, a far
+    jump (the window misses, widens, falls back), negative values; and it does not select over everything."""
+    from sparsecap_engine.pruning.smp_control import KthTracker
+
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(300, 40, generator=g) + 5.0, torch.randn(1000, generator=g) + 5.0, torch.full((50,), 5.0)]
+    tracker = KthTracker()
+    n = sum(t.numel() for t in tensors)
+    for step in range(60):
+        for t in tensors[:2]:
+            t.add_(torch.randn(t.shape, generator=g), alpha=0.01)  # a step's drift
+        if step == 30:
+            tensors[0].sub_(3.0)  # a jump far outside the window
+        k = 1 + (step * 977) % n
+        want = float(torch.kthvalue(torch.cat([t.reshape(-1) for t in tensors]), k).values)
+        assert tracker.kth(tensors, k) == want, step
+    calls = []
+    real = torch.kthvalue
+    try:
+        torch.kthvalue = lambda x, k: calls.append(x.numel()) or real(x, k)  # type: ignore[assignment]
+        tracker.kth(tensors, tracker_k := n // 2)
+        tracker.kth(tensors, tracker_k + 3)
+    finally:
+        torch.kthvalue = real  # type: ignore[assignment]
+    assert calls and max(calls[1:] or calls) < n  # near the last answer: a selection among a few, not all
