@@ -35,43 +35,45 @@ def cubic_target(step: int, total_steps: int, target: float, ramp_end: float, ra
 
 
 class KthTracker:
-    """The exact k-th smallest value over tensors that move a little between calls (the mask logits, step to step).
+    """The exact k-th smallest value over many tensors (the mask logits), as ``torch.kthvalue(torch.cat(...), k)``
+    gives it, bit for bit, without a selection over every value.
 
     ``torch.kthvalue`` over all of them needs one concatenated copy and a selection over every value: about 1 s per
-    step for the 53 M logits of ``ud-paper``, half a dense training step. Near the last answer, a window
-    ``[τ − w, τ + w]`` holds the new one: counting the values below it and selecting among the few inside takes a
-    few elementwise passes. The result is the same value ``torch.kthvalue(torch.cat(...), k)`` gives, bit for bit (the
-    k-th smallest overall is the (k − below)-th smallest inside the window whenever it lies there); a miss widens the
-    window, and after a few misses the full selection runs. The next window is 2.5 times the last move of the answer
-    (the schedule moves ``τ`` steadily), so it holds few values.
+    step for the 53 M logits of ``ud-paper``, half a dense training step. Instead (Floyd and Rivest's sampling
+    selection): a strided sample of ``SAMPLE`` values gives two bounds that hold the k-th value with near certainty
+    (``±`` ``SIGMAS`` standard deviations of the sample rank); the values below the lower bound are counted, the few
+    between the bounds gathered, and the k-th value is the (k − below)-th of those whenever it lies there — checked
+    exactly; when the sample misled, the full selection runs. A few elementwise passes: about 0.1 s for ``ud-paper``.
     """
 
-    #: widenings before the full selection
-    TRIES = 4
-
-    def __init__(self) -> None:
-        self.last: float | None = None
-        self.width = 0.0
+    SAMPLE = 500_000
+    SIGMAS = 6.0
 
     def kth(self, tensors: list[Tensor], k: int) -> float:
         flat = [t.detach().reshape(-1).float() for t in tensors]
-        width = self.width
-        if self.last is not None and width > 0:
-            for _ in range(self.TRIES):
-                lo, hi = self.last - width, self.last + width
-                below = sum(int(torch.count_nonzero(f < lo)) for f in flat)
-                if below < k:
-                    inside = [f[(f >= lo) & (f <= hi)] for f in flat]
-                    m = sum(x.numel() for x in inside)
-                    if k <= below + m:
-                        return self._found(float(torch.kthvalue(torch.cat(inside).cpu(), k - below).values))
-                width *= 4
-        return self._found(float(torch.kthvalue(torch.cat(flat).cpu(), k).values))
+        n = sum(f.numel() for f in flat)
+        stride = n // self.SAMPLE
+        if stride >= 4:
+            sample = torch.cat([f[::stride] for f in flat]).cpu()
+            size = sample.numel()
+            p = k / n
+            spread = self.SIGMAS * math.sqrt(size * p * (1.0 - p)) + 32.0
+            lo_rank, hi_rank = math.floor(p * size - spread), math.ceil(p * size + spread)
+            lo = float(torch.kthvalue(sample, lo_rank).values) if lo_rank >= 1 else -math.inf
+            hi = float(torch.kthvalue(sample, hi_rank).values) if hi_rank <= size else math.inf
+            below = _count(flat, lo, None)
+            if below < k:
+                inside = [f[(f >= lo) & (f <= hi)] for f in flat]
+                if k <= below + sum(x.numel() for x in inside):
+                    return float(torch.kthvalue(torch.cat(inside).cpu(), k - below).values)
+        return float(torch.kthvalue(torch.cat(flat).cpu(), k).values)
 
-    def _found(self, value: float) -> float:
-        move = abs(value - self.last) if self.last is not None else 0.0
-        self.last, self.width = value, max(2.5 * move, 1e-6 * max(1.0, abs(value)))
-        return value
+
+def _count(flat: list[Tensor], lo: float, hi: float | None) -> int:
+    """Values ``< lo`` (``hi`` None), or in ``[lo, hi]``."""
+    if hi is None:
+        return sum(int(torch.count_nonzero(f < lo)) for f in flat)
+    return sum(int(torch.count_nonzero((f >= lo) & (f <= hi))) for f in flat)
 
 
 def keep_threshold(logits: list[Tensor], sparsity: float, tracker: KthTracker | None = None) -> float:
