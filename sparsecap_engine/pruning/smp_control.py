@@ -34,7 +34,7 @@ def cubic_target(step: int, total_steps: int, target: float, ramp_end: float, ra
     return target * (1.0 - (1.0 - x) ** 3)
 
 
-class KthTracker:
+class KthSelector:
     """The exact k-th smallest value over many tensors (the mask logits), as ``torch.kthvalue(torch.cat(...), k)``
     gives it, bit for bit, without a selection over every value.
 
@@ -76,16 +76,16 @@ def _count(flat: list[Tensor], lo: float, hi: float | None) -> int:
     return sum(int(torch.count_nonzero((f >= lo) & (f <= hi))) for f in flat)
 
 
-def keep_threshold(logits: list[Tensor], sparsity: float, tracker: KthTracker | None = None) -> float:
+def keep_threshold(logits: list[Tensor], sparsity: float, selector: KthSelector | None = None) -> float:
     """``τ`` such that exactly ``round((1 − sparsity)·N)`` logits are ``> τ`` (ties aside), over all tensors;
-    ``tracker`` (one per run) finds it near the last step's ``τ`` instead of selecting over everything."""
+    found by :class:`KthSelector`'s sampling selection instead of a selection over everything."""
     n = sum(t.numel() for t in logits)
     keep = int(round((1.0 - sparsity) * n))
     if keep >= n:
         return min(float(t.detach().min()) for t in logits) - 1.0
     if keep <= 0:
         return max(float(t.detach().max()) for t in logits) + 1.0
-    return (tracker or KthTracker()).kth(logits, n - keep)
+    return (selector or KthSelector()).kth(logits, n - keep)
 
 
 def layer_floors(numels: list[int], sparsity: float, share: float, min_density: float = 0.0) -> list[int]:
@@ -99,12 +99,12 @@ def layer_floors(numels: list[int], sparsity: float, share: float, min_density: 
 
 
 def keep_thresholds(logits: list[Tensor], sparsity: float, floors: list[int] | None = None,
-                    tracker: KthTracker | None = None) -> list[float]:
+                    selector: KthSelector | None = None) -> list[float]:
     """Per-tensor thresholds ``τ_i``: tensor ``i`` keeps its ``floors[i]`` largest logits, and the rest of the
     ``round((1 − sparsity)·N)`` kept logits go to one global threshold over everything else (exactly that many kept,
     ties aside). Without floors every ``τ_i`` is :func:`keep_threshold`'s global one."""
     if not floors or not any(floors):
-        tau = keep_threshold(logits, sparsity, tracker)
+        tau = keep_threshold(logits, sparsity, selector)
         return [tau] * len(logits)
     flat = [t.detach().reshape(-1).float().cpu() for t in logits]
     n = sum(f.numel() for f in flat)
