@@ -48,8 +48,8 @@ class _Product:
 
     def __init__(self, weight: Tensor, bias: Tensor | None):
         weight = weight.detach()
-        self.density = 1.0 - _sparsity(weight)
         self.csr = to_csr(weight)
+        self.density = self.csr.values().numel() / max(1, weight.numel())  # CSR keeps the non-zeros only
         self.dense = weight if self.density * CSR_COST[-1][1] >= 1.0 else None  # shares the loaded storage
         self.bias = bias
 
@@ -71,7 +71,8 @@ def to_csr(weight: Tensor) -> Tensor:
 
 
 def _sparsity(w: Tensor) -> float:
-    return float((w == 0).float().mean()) if w.numel() else 0.0
+    """Share of zeros (one counting pass, no float copy of the weight)."""
+    return 1.0 - int(torch.count_nonzero(w)) / w.numel() if w.numel() else 0.0
 
 
 def _csr_matmul(weight: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
@@ -250,7 +251,7 @@ def pruned_sparsity(model: nn.Module) -> float:
     zeros = total = 0
     for module, pname in prunable(model).values():
         w = getattr(module, pname)
-        zeros += int((w == 0).sum())
+        zeros += w.numel() - int(torch.count_nonzero(w))
         total += w.numel()
     return zeros / total if total else 0.0
 
