@@ -271,34 +271,33 @@ def test_supermask_training_samples_without_grad_follow_shift_and_sharpness():
         assert not bool(sm(w).any())
 
 
-def test_kth_selector_is_exactly_kthvalue_step_after_step():
+def test_kth_smallest_is_exactly_kthvalue_step_after_step():
     """The sampled selection gives torch.kthvalue's value bit for bit: logits drifting step to step, ties, a far
     jump, every rank from the first to the last, a sample that misleads (a pattern with the sample's stride: the full
     selection runs); and near the middle it selects among a few values, not all."""
-    from sparsecap_engine.pruning.smp_control import KthSelector
+    from sparsecap_engine.pruning.smp_control import kth_smallest
 
     g = torch.Generator().manual_seed(0)
     tensors = [torch.randn(300, 40, generator=g) + 5.0, torch.randn(1000, generator=g) + 5.0, torch.full((50,), 5.0)]
-    selector = KthSelector()
-    selector.SAMPLE = 1000  # small tensors take the sampled path too
+    sample = 1000  # small tensors take the sampled path too
     n = sum(t.numel() for t in tensors)
     for step in range(60):
         for t in tensors[:2]:
             t.add_(torch.randn(t.shape, generator=g), alpha=0.01)  # a step's drift
         if step == 30:
-            tensors[0].sub_(3.0)  # a jump far outside the window
+            tensors[0].sub_(3.0)  # a far jump
         k = (1, n, n // 2)[step] if step < 3 else 1 + (step * 977) % n
         want = float(torch.kthvalue(torch.cat([t.reshape(-1) for t in tensors]), k).values)
-        assert selector.kth(tensors, k) == want, step
+        assert kth_smallest(tensors, k, sample) == want, step
     calls = []
     real = torch.kthvalue
     try:
         torch.kthvalue = lambda x, k: calls.append(x.numel()) or real(x, k)  # type: ignore[assignment]
-        selector.kth(tensors, selector_k := n // 2)
-        selector.kth(tensors, selector_k + 3)
+        kth_smallest(tensors, n // 2, sample)
+        kth_smallest(tensors, n // 2 + 3, sample)
     finally:
         torch.kthvalue = real  # type: ignore[assignment]
     assert calls and max(calls) < n / 4  # a selection among a few, not all
-    stride = n // selector.SAMPLE  # every sampled value is huge, every other one tiny: the bounds mislead
+    stride = n // sample  # every sampled value is huge, every other one tiny: the bounds mislead
     trap = [torch.where(torch.arange(n) % stride == 0, 100.0, -100.0) + torch.rand(n, generator=g)]
-    assert selector.kth(trap, n // 2) == float(torch.kthvalue(trap[0], n // 2).values)
+    assert kth_smallest(trap, n // 2, sample) == float(torch.kthvalue(trap[0], n // 2).values)

@@ -31,7 +31,7 @@ from sparsecap_engine.pruning.criteria import (
 )
 from sparsecap_engine.pruning.masks import MaskSet, Supermask, attach
 from sparsecap_engine.pruning.report import nnz_within, sparsity_report, summary
-from sparsecap_engine.pruning.smp_control import KthSelector, cubic_target, keep_thresholds, layer_floors
+from sparsecap_engine.pruning.smp_control import cubic_target, keep_thresholds, layer_floors
 from sparsecap_engine.pruning.ste import kept_count
 
 PRUNE_METHODS: dict[str, type[PruneMethod]] = {}
@@ -233,7 +233,6 @@ class SupermaskMethod(PruneMethod):
         self.harden_step = int(round(harden_at * self.total_steps)) if robust else None
         self.hardened_at: int | None = None
         self._tau_step: int | None = None  # the step the current threshold τ was set for
-        self._kth = KthSelector()  # τ_t by sampling selection: exact, without a selection over every logit
         self.history: list[tuple[int, float, float]] = []  # robust: (step, sparsity, scheduled) per step
         self._loss_info: tuple[Tensor, float, Tensor] | None = None
 
@@ -283,7 +282,7 @@ class SupermaskMethod(PruneMethod):
         """robust: ``τ_i`` per masked tensor keeping exactly ``sparsity`` overall, each tensor its floor at least."""
         numels = [t.numel() for t in self.logits()]
         return keep_thresholds(self.logits(), sparsity, layer_floors(numels, sparsity, self.layer_share,
-                                                                      self.min_density), self._kth)
+                                                                      self.min_density))
 
     def _set_threshold(self, step: int) -> None:
         kappa = self.sharpness(step)

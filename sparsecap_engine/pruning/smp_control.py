@@ -34,58 +34,50 @@ def cubic_target(step: int, total_steps: int, target: float, ramp_end: float, ra
     return target * (1.0 - (1.0 - x) ** 3)
 
 
-class KthSelector:
-    """The exact k-th smallest value over many tensors (the mask logits), as ``torch.kthvalue(torch.cat(...), k)``
-    gives it, bit for bit, without a selection over every value.
+#: values in the strided sample of :func:`kth_smallest`, and the sample-rank margin (standard deviations) of its bounds
+SAMPLE, SIGMAS = 500_000, 6.0
+
+
+def kth_smallest(tensors: list[Tensor], k: int, sample: int = SAMPLE) -> float:
+    """The exact k-th smallest value (1-based) over many tensors (the mask logits): bit for bit the value
+    ``torch.kthvalue(torch.cat(...), k)`` gives, without a selection over every value.
 
     ``torch.kthvalue`` over all of them needs one concatenated copy and a selection over every value: about 1 s per
     step for the 53 M logits of ``ud-paper``, half a dense training step. Instead (Floyd and Rivest's sampling
-    selection): a strided sample of ``SAMPLE`` values gives two bounds that hold the k-th value with near certainty
-    (``±`` ``SIGMAS`` standard deviations of the sample rank); the values below the lower bound are counted, the few
+    selection): a strided sample of ``sample`` values gives two bounds that hold the k-th value with near certainty
+    (± ``SIGMAS`` standard deviations of the sample rank); the values below the lower bound are counted, the few
     between the bounds gathered, and the k-th value is the (k − below)-th of those whenever it lies there — checked
     exactly; when the sample misled, the full selection runs. A few elementwise passes: about 0.1 s for ``ud-paper``.
     """
-
-    SAMPLE = 500_000
-    SIGMAS = 6.0
-
-    def kth(self, tensors: list[Tensor], k: int) -> float:
-        flat = [t.detach().reshape(-1).float() for t in tensors]
-        n = sum(f.numel() for f in flat)
-        stride = n // self.SAMPLE
-        if stride >= 4:
-            sample = torch.cat([f[::stride] for f in flat]).cpu()
-            size = sample.numel()
-            p = k / n
-            spread = self.SIGMAS * math.sqrt(size * p * (1.0 - p)) + 32.0
-            lo_rank, hi_rank = math.floor(p * size - spread), math.ceil(p * size + spread)
-            lo = float(torch.kthvalue(sample, lo_rank).values) if lo_rank >= 1 else -math.inf
-            hi = float(torch.kthvalue(sample, hi_rank).values) if hi_rank <= size else math.inf
-            below = _count(flat, lo, None)
-            if below < k:
-                inside = [f[(f >= lo) & (f <= hi)] for f in flat]
-                if k <= below + sum(x.numel() for x in inside):
-                    return float(torch.kthvalue(torch.cat(inside).cpu(), k - below).values)
-        return float(torch.kthvalue(torch.cat(flat).cpu(), k).values)
+    flat = [t.detach().reshape(-1).float() for t in tensors]
+    n = sum(f.numel() for f in flat)
+    stride = n // sample
+    if stride >= 4:
+        picked = torch.cat([f[::stride] for f in flat]).cpu()
+        size = picked.numel()
+        p = k / n
+        spread = SIGMAS * math.sqrt(size * p * (1.0 - p)) + 32.0
+        lo_rank, hi_rank = math.floor(p * size - spread), math.ceil(p * size + spread)
+        lo = float(torch.kthvalue(picked, lo_rank).values) if lo_rank >= 1 else -math.inf
+        hi = float(torch.kthvalue(picked, hi_rank).values) if hi_rank <= size else math.inf
+        below = sum(int(torch.count_nonzero(f < lo)) for f in flat)
+        if below < k:
+            inside = [f[(f >= lo) & (f <= hi)] for f in flat]
+            if k <= below + sum(x.numel() for x in inside):
+                return float(torch.kthvalue(torch.cat(inside).cpu(), k - below).values)
+    return float(torch.kthvalue(torch.cat(flat).cpu(), k).values)
 
 
-def _count(flat: list[Tensor], lo: float, hi: float | None) -> int:
-    """Values ``< lo`` (``hi`` None), or in ``[lo, hi]``."""
-    if hi is None:
-        return sum(int(torch.count_nonzero(f < lo)) for f in flat)
-    return sum(int(torch.count_nonzero((f >= lo) & (f <= hi))) for f in flat)
-
-
-def keep_threshold(logits: list[Tensor], sparsity: float, selector: KthSelector | None = None) -> float:
-    """``τ`` such that exactly ``round((1 − sparsity)·N)`` logits are ``> τ`` (ties aside), over all tensors;
-    found by :class:`KthSelector`'s sampling selection instead of a selection over everything."""
+def keep_threshold(logits: list[Tensor], sparsity: float) -> float:
+    """``τ`` such that exactly ``round((1 − sparsity)·N)`` logits are ``> τ`` (ties aside), over all tensors
+    (found by :func:`kth_smallest`'s sampling selection)."""
     n = sum(t.numel() for t in logits)
     keep = int(round((1.0 - sparsity) * n))
     if keep >= n:
         return min(float(t.detach().min()) for t in logits) - 1.0
     if keep <= 0:
         return max(float(t.detach().max()) for t in logits) + 1.0
-    return (selector or KthSelector()).kth(logits, n - keep)
+    return kth_smallest(logits, n - keep)
 
 
 def layer_floors(numels: list[int], sparsity: float, share: float, min_density: float = 0.0) -> list[int]:
@@ -98,13 +90,12 @@ def layer_floors(numels: list[int], sparsity: float, share: float, min_density: 
     return [min(n, max(1, up(share * (1.0 - sparsity) * n), up(min_density * n))) for n in numels]
 
 
-def keep_thresholds(logits: list[Tensor], sparsity: float, floors: list[int] | None = None,
-                    selector: KthSelector | None = None) -> list[float]:
+def keep_thresholds(logits: list[Tensor], sparsity: float, floors: list[int] | None = None) -> list[float]:
     """Per-tensor thresholds ``τ_i``: tensor ``i`` keeps its ``floors[i]`` largest logits, and the rest of the
     ``round((1 − sparsity)·N)`` kept logits go to one global threshold over everything else (exactly that many kept,
     ties aside). Without floors every ``τ_i`` is :func:`keep_threshold`'s global one."""
     if not floors or not any(floors):
-        tau = keep_threshold(logits, sparsity, selector)
+        tau = keep_threshold(logits, sparsity)
         return [tau] * len(logits)
     flat = [t.detach().reshape(-1).float().cpu() for t in logits]
     n = sum(f.numel() for f in flat)
