@@ -66,6 +66,12 @@ def plain_progress(every_s: float, write: Any, clock: Any = time.monotonic) -> A
     return update
 
 
+def log_progress() -> Any:
+    """:func:`plain_progress` on stderr, every ``$SPARSECAP_PROGRESS_EVERY`` seconds (30): progress for logs."""
+    every = float(os.environ.get("SPARSECAP_PROGRESS_EVERY", "30") or 30)
+    return plain_progress(every, lambda line: print(line, file=sys.stderr, flush=True))
+
+
 @contextmanager
 def progress_bar(quiet: bool = False) -> Iterator[Any]:
     """Yield a ``progress(task, done, total, **info)`` callback that drives one rich bar per task name (with ETA),
@@ -74,8 +80,7 @@ def progress_bar(quiet: bool = False) -> Iterator[Any]:
         yield lambda task, done, total, **info: None
         return
     if not err_console.is_terminal:
-        every = float(os.environ.get("SPARSECAP_PROGRESS_EVERY", "30") or 30)
-        yield plain_progress(every, lambda line: print(line, file=sys.stderr, flush=True))
+        yield log_progress()
         return
     columns = (
         TextColumn("[bold]{task.description}"),

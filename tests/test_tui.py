@@ -362,12 +362,18 @@ def test_detached_job_stops_on_a_real_ctrl_c(tmp_path: Path) -> None:
     assert any(line.startswith("detached") for line in said) and any("Ctrl-C: stopping" in s for s in said)
 
 
-@run_async
-async def test_runs_list_sorts_filters_deletes_and_has_its_own_help(tmp_path: Path) -> None:
+def three_runs(tmp_path: Path, prune_done: int) -> Path:
+    """A runs folder: a-dense and c-gradual finished, b-prune (supermask 95 %) running at ``prune_done`` of 400."""
     root = tmp_path / "runs"
     write_run(root, "a-dense", steps=200, done=200)
-    write_run(root, "b-prune", prune={"method": "supermask", "sparsity": 0.95}, steps=400, done=200)
+    write_run(root, "b-prune", prune={"method": "supermask", "sparsity": 0.95}, steps=400, done=prune_done)
     write_run(root, "c-gradual", prune=PRUNE, steps=200, done=200)
+    return root
+
+
+@run_async
+async def test_runs_list_sorts_filters_deletes_and_has_its_own_help(tmp_path: Path) -> None:
+    root = three_runs(tmp_path, prune_done=200)
     app = MonitorApp(root, "root")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -431,10 +437,7 @@ async def test_runs_list_sorts_filters_deletes_and_has_its_own_help(tmp_path: Pa
 async def test_compare_marked_runs_overlays_their_curves_with_smoothing_log_and_zoom(tmp_path: Path) -> None:
     from sparsecap_cli.tui.compare import CompareChart, CompareScreen
 
-    root = tmp_path / "runs"
-    write_run(root, "a-dense", steps=200, done=200)
-    write_run(root, "b-prune", prune={"method": "supermask", "sparsity": 0.95}, steps=400, done=300)
-    write_run(root, "c-gradual", prune=PRUNE, steps=200, done=200)
+    root = three_runs(tmp_path, prune_done=300)
     app = MonitorApp(root, "root")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()

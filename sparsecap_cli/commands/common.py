@@ -238,13 +238,9 @@ class DetachedProgress:
         self.target: Callable[..., Any] | None = None
 
     def start(self) -> None:
-        import os
-        import sys
+        from sparsecap_cli.render import log_progress
 
-        from sparsecap_cli.render import plain_progress
-
-        every = float(os.environ.get("SPARSECAP_PROGRESS_EVERY", "30") or 30)
-        self.target = plain_progress(every, lambda line: print(line, file=sys.stderr, flush=True))
+        self.target = log_progress()
 
     def __call__(self, task: str, done: int, total: int | None, **info: Any) -> None:
         if self.target is not None:
