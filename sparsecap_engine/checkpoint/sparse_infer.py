@@ -14,7 +14,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
@@ -44,17 +43,20 @@ def csr_pays(density: float, rows: int) -> bool:
 
 class _Product:
     """``x @ Wᵀ + b`` by the faster kernel for the rows at hand: CSR, or the dense weight for a layer that keeps one
-    (one dense enough for CSR to lose at some batch size: density × the largest cost ≥ 1)."""
+    (one dense enough for CSR to lose at some batch size: density × the largest cost ≥ 1). ``sparse=False`` (a
+    weight below the conversion threshold) keeps the dense product only. ``weight``: the one the product uses."""
 
-    def __init__(self, weight: Tensor, bias: Tensor | None):
+    def __init__(self, weight: Tensor, bias: Tensor | None, sparse: bool = True):
         weight = weight.detach()
-        self.csr = to_csr(weight)
-        self.density = self.csr.values().numel() / max(1, weight.numel())  # CSR keeps the non-zeros only
+        self.csr = to_csr(weight) if sparse else None
+        self.density = self.csr.values().numel() / max(1, weight.numel()) if sparse else 1.0  # CSR: non-zeros only
         self.dense = weight if self.density * CSR_COST[-1][1] >= 1.0 else None  # shares the loaded storage
         self.bias = bias
+        self.weight = self.csr if self.csr is not None else weight
 
     def __call__(self, x: Tensor) -> Tensor:
-        if self.dense is not None and not csr_pays(self.density, x.numel() // max(1, x.shape[-1])):
+        rows = x.numel() // max(1, x.shape[-1])
+        if self.dense is not None and (self.csr is None or not csr_pays(self.density, rows)):
             return F.linear(x, self.dense.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         return _csr_matmul(self.csr, x, self.bias)
 
@@ -102,7 +104,7 @@ class SparseLinear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.bias = None if linear.bias is None else linear.bias.detach().clone()
         self.product = _Product(linear.weight, self.bias)
-        self.weight = self.product.csr
+        self.weight = self.product.weight
 
     def forward(self, x: Tensor) -> Tensor:
         return self.product(x)
@@ -122,10 +124,9 @@ class SparseLSTMCell(nn.Module):
         if cell.bias:
             b = (cell.bias_ih + cell.bias_hh).detach().clone()
         self.bias = b
-        self.ih = _Product(ih, b) if _sparsity(ih) >= min_sparsity else partial(F.linear, weight=ih.clone(), bias=b)
-        self.hh = _Product(hh, None) if _sparsity(hh) >= min_sparsity else partial(F.linear, weight=hh.clone())
-        self.weight_ih = self.ih.csr if isinstance(self.ih, _Product) else self.ih.keywords["weight"]
-        self.weight_hh = self.hh.csr if isinstance(self.hh, _Product) else self.hh.keywords["weight"]
+        self.ih = _Product(ih, b, sparse=_sparsity(ih) >= min_sparsity)
+        self.hh = _Product(hh, None, sparse=_sparsity(hh) >= min_sparsity)
+        self.weight_ih, self.weight_hh = self.ih.weight, self.hh.weight
 
     def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         if hx is None:
