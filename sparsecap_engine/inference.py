@@ -13,7 +13,7 @@ from sparsecap_engine.checkpoint.model_io import load_model
 from sparsecap_engine.checkpoint.source import checkpoint_file
 from sparsecap_engine.data.features import pad_regions
 from sparsecap_engine.data.images import image_size_problem, load_image, read_rgb
-from sparsecap_engine.data.synthetic_features import REGIONS_NAME, scene_regions
+from sparsecap_engine.data.synthetic_features import REGION_EXTRACTORS
 from sparsecap_engine.decoding.api import DecodeOptions, caption_batch, caption_batch_nbest
 from sparsecap_engine.errors import CheckpointError, RunError, UsageError
 from sparsecap_engine.models.base import CaptionModel
@@ -73,14 +73,15 @@ class Captioner:
 
     def _batches(self, images: Sequence[Path], batch_size: int):
         from_regions = not self.model.takes_pixels
-        if from_regions and self.meta.get("regions") != REGIONS_NAME:
+        extract = REGION_EXTRACTORS.get(str(self.meta.get("regions")))
+        if from_regions and extract is None:
             raise UsageError(
                 f"this checkpoint's encoder ({self.meta.get('encoder')}) takes region features, not raw images"
             )
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             if from_regions:  # a model of the synthetic scenes: their region proposals stand in for a detector
-                batch = pad_regions([scene_regions(read_rgb(Path(p), self.image_size)) for p in chunk])
+                batch = pad_regions([extract(read_rgb(Path(p), self.image_size)) for p in chunk])
             else:
                 batch = {"images": torch.stack([load_image(Path(p), self.image_size) for p in chunk])}
             yield {k: v.to(self.device) for k, v in batch.items()}

@@ -248,9 +248,45 @@ def test_proposals_find_every_drawn_object(tmp_path: Path):
     assert propose_boxes(speck) == []
 
 
-def test_regions_model_captions_images(tmp_path: Path):
+def test_v2_descriptor_tells_small_shapes_apart():
+    """The v2 descriptor's 8×8 foreground grid separates circle, square, triangle and diamond of the same colour at
+    the small size, where v1's 4×4 colour grid barely does (its confusions were the demo's shape errors); its
+    colour and box parts are v1's exactly, and the grid is the same on either background."""
+    import random
+
+    from sparsecap_engine.data.scenes import Scene, SceneObject, render_scene
+    from sparsecap_engine.data.synthetic_features import FEAT_DIMS, POOL, V1, V2, image_descriptors
+
+    shapes = ("circle", "square", "triangle", "diamond")
+    grids = {}
+    for background in ("white", "grey"):
+        boxes = [(8 + 30 * i, 20, 8 + 30 * i + 14, 34) for i in range(4)]  # 14 px: the small size
+        objects = tuple(SceneObject(s, "blue", "small", b) for s, b in zip(shapes, boxes, strict=True))
+        pixels = np.asarray(render_scene(Scene(128, 64, background, objects), random.Random(0)))
+        v1 = image_descriptors(pixels, [tuple(map(float, b)) for b in boxes], V1)
+        v2 = image_descriptors(pixels, [tuple(map(float, b)) for b in boxes], V2)
+        assert v1.shape == (4, FEAT_DIMS[V1]) and v2.shape == (4, FEAT_DIMS[V2])
+        colour = POOL * POOL * 3
+        assert np.array_equal(v2[:, :colour], v1[:, :colour]) and np.array_equal(v2[:, -4:], v1[:, -4:])
+        grid = v2[:, colour:-4].reshape(4, 8, 8)
+        grids[background] = grid
+        corners = grid[:, [0, 0, -1, -1], [0, -1, 0, -1]]  # top-left, top-right, bottom-left, bottom-right
+        assert corners[1].min() > 0.9  # the square fills its corners
+        assert corners[3].max() < 0.1  # the diamond leaves all four empty
+        assert corners[2][:2].max() < 0.1 and corners[2][2:].min() > 0.4  # the triangle: empty top, full bottom
+        fill = grid.mean(axis=(1, 2))  # square 1, circle π/4, triangle and diamond 1/2
+        assert abs(fill[0] - np.pi / 4) < 0.08 and abs(fill[1] - 1) < 0.08 and abs(fill[3] - 0.5) < 0.08
+        for i in range(4):
+            for j in range(i):
+                assert np.abs(grid[i] - grid[j]).sum() > 5, (shapes[i], shapes[j])
+    assert np.abs(grids["white"] - grids["grey"]).max() < 0.05
+
+
+@pytest.mark.parametrize("version", ["synthetic-scenes-v1", "synthetic-scenes-v2"])
+def test_regions_model_captions_images(tmp_path: Path, version: str):
     """A model trained on the synthetic region features captions a PNG: its checkpoint names the regions, and
-    the caption equals the one decoded from the dataset's stored features; foreign region models are refused."""
+    the caption equals the one decoded from the dataset's stored features, for the default descriptor (v2) and the
+    older v1 alike; foreign region models are refused."""
     from sparsecap_engine.checkpoint.model_io import save_model
     from sparsecap_engine.data.synthetic_features import REGIONS_NAME
     from sparsecap_engine.decoding.api import DecodeOptions, caption_batch
@@ -258,8 +294,11 @@ def test_regions_model_captions_images(tmp_path: Path):
     from sparsecap_engine.inference import Captioner
 
     dataset = generate_synthetic(tmp_path / "syn", images=20, size=64, seed=5)
-    splits = load_splits(DataConfig(dataset=str(dataset), features="auto", min_word_count=1))
-    assert splits.train.features is not None and splits.train.features.regions == REGIONS_NAME
+    features = "auto"
+    if version != REGIONS_NAME:
+        features = str(export_synthetic_features(dataset, tmp_path / "old.h5", regions=version))
+    splits = load_splits(DataConfig(dataset=str(dataset), features=features, min_word_count=1))
+    assert splits.train.features is not None and splits.train.features.regions == version
     cfg = fit_encoder(resolve_model(ModelConfig(name="updown")), splits)
     torch.manual_seed(0)
     model = build_model({**cfg, "rnn_size": 32, "input_encoding_size": 16, "att_hid_size": 16}, len(splits.vocab))
@@ -270,7 +309,7 @@ def test_regions_model_captions_images(tmp_path: Path):
     expected = caption_batch(model, splits.train.image_batch(list(range(6))), splits.vocab, opts)
     assert len(set(expected)) > 1
     ckpt = tmp_path / "m.safetensors"
-    save_model(ckpt, model, splits.vocab, image_size=64, regions=REGIONS_NAME)
+    save_model(ckpt, model, splits.vocab, image_size=64, regions=version)
     paths = [r.path for r in splits.train.records[:6]]
     assert Captioner.load(checkpoint=ckpt).caption(paths, opts) == expected
     save_model(ckpt, model, splits.vocab, image_size=64)
