@@ -202,7 +202,7 @@ class DecoderLayer(nn.Module):
         x: Tensor,
         self_mask: Tensor | None,
         cross_kv: tuple[Tensor, Tensor],
-        cross_mask: Tensor,
+        cross_mask: Tensor | None,
         past: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (x, K, V) where K/V are this depth's self-attention keys/values so far (the new cache)."""
@@ -321,6 +321,8 @@ class Transformer(nn.Module):
             x = self.encoder_layers[u](x, key_mask, geometry)
         enc = self.encoder_norm(x)
         memory: Memory = {"mask": mask}
+        if not bool(mask.bool().all()):  # some padding: the (B, 1, 1, N) key mask, made once, not once per step
+            memory["cross_mask"] = mask.bool()[:, None, None, :]
         for u, layer in enumerate(self.decoder_layers):
             k, v = layer.cross_attn.keys_values(enc)
             memory[f"ck{u}"] = k
@@ -331,6 +333,15 @@ class Transformer(nn.Module):
     def _cross(self, memory: Memory, u: int) -> tuple[Tensor, Tensor]:
         k = memory[f"ck{u}"]
         return k, memory.get(f"cv{u}", k)
+
+    @staticmethod
+    def _cross_mask(memory: Memory) -> Tensor | None:
+        """Cross-attention key mask (B, 1, 1, N); None when no region is padding (every score counts: batch-1
+        decoding takes the unmasked attention kernel)."""
+        if "cross_mask" in memory:
+            return memory["cross_mask"]
+        mask = memory["mask"].bool()
+        return None if bool(mask.all()) else mask[:, None, None, :]
 
     # -------------------------------------------------------------------------------------------------- decoder
     def _embed(self, tokens: Tensor, start: int) -> Tensor:
@@ -344,7 +355,7 @@ class Transformer(nn.Module):
         t = tokens.shape[1]
         causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
         self_mask = causal[None, None] & (tokens != self.pad_id)[:, None, None, :]
-        cross_mask = memory["mask"].bool()[:, None, None, :]
+        cross_mask = self._cross_mask(memory)
         x = self._embed(tokens, 0)
         for u in self.dec_order:
             x, _, _ = self.decoder_layers[u](x, self_mask, self._cross(memory, u), cross_mask)
@@ -364,7 +375,7 @@ class Transformer(nn.Module):
     def step(self, memory: Memory, tokens: Tensor, state: State) -> tuple[Tensor, State]:
         """One token per row (B,) → log-probs (B, V); appends this step's K/V to each depth's own cache."""
         start = state["k0"].shape[2]
-        cross_mask = memory["mask"].bool()[:, None, None, :]
+        cross_mask = self._cross_mask(memory)
         x = self._embed(tokens.unsqueeze(1), start)
         new: State = {}
         for i, u in enumerate(self.dec_order):
