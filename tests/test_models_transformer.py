@@ -104,6 +104,30 @@ def test_padded_regions_do_not_matter(name: str):
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["transformer", "ort"])
+def test_step_masks_padding_only_when_there_is_some(name: str):
+    """Incremental decoding of a padded batch (cross-attention masked) equals decoding each image alone with just its
+    real regions (no padding: the unmasked kernel), step by step."""
+    model = tiny(name).eval()
+    batch = region_batch()
+    tokens = random_tokens(3, 5)
+    memory = model.encode(batch)
+    assert "cross_mask" in memory
+    state = model.init_state(memory)
+    together = []
+    for t in range(tokens.shape[1]):
+        logp, state = model.step(memory, tokens[:, t], state)
+        together.append(logp)
+    for i in range(3):
+        n = int(batch["att_masks"][i].sum())
+        alone = model.encode({k: v[i : i + 1, :n] for k, v in batch.items()})
+        assert "cross_mask" not in alone
+        state = model.init_state(alone)
+        for t in range(tokens.shape[1]):
+            logp, state = model.step(alone, tokens[i : i + 1, t], state)
+            assert torch.allclose(logp[0], together[t][i], atol=1e-5), (i, t)
+
+
 def test_trailing_padding_is_clipped():
     model = tiny("ort").eval()
     batch = region_batch()
