@@ -232,6 +232,39 @@ def test_supermask_sparsity_loss_shares_the_weight_node():
     assert torch.allclose(slot.logits.grad, (x.sum(0).expand(4, 6) * w + c) * p * (1 - p), atol=1e-6)
 
 
+def test_topk_mask_buffer_reused_across_steps_with_exact_gradients():
+    """The robust recipe's top-k mask is written into one buffer per tensor, step after step, and gives the same
+    masked weight and gradients as a fresh mask would (``∂/∂w = g ⊙ m``, ``∂/∂s = g ⊙ w``); it counts nothing."""
+    from sparsecap_engine.pruning.methods import SupermaskMethod
+
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 4, bias=False)
+    method = SupermaskMethod(0.5, total_steps=10, recipe="robust")
+    method.attach(lin)
+    method.setup()
+    slot = method.masks.slots["weight"]
+    w = lin.parametrizations.weight.original
+    with torch.no_grad():
+        slot.logits.normal_()
+    lin.train()
+    pointers = set()
+    for shift in (-0.5, 0.3):  # the threshold moves between steps: the buffer must follow it
+        slot.shift = shift
+        method.masks.begin_step()
+        x = torch.randn(3, 6)
+        out = lin(x)
+        assert slot.step_kept() is None  # the robust recipe never reads the count
+        pointers.add(slot._mask_buffer.data_ptr())
+        m = (slot.logits.detach() > shift).float()
+        assert torch.equal(lin.weight, w.detach() * m)
+        slot.logits.grad = w.grad = None
+        out.sum().backward()
+        method.masks.end_step()
+        g = x.sum(0).expand(4, 6)
+        assert torch.allclose(w.grad, g * m) and torch.allclose(slot.logits.grad, g * w.detach())
+    assert len(pointers) == 1
+
+
 def test_plain_checkpoint_loads_into_masked_model():
     """Resume / fine-tune: a baked state dict restores weights and hard masks of a freshly masked model."""
     trained = tiny()

@@ -107,6 +107,9 @@ class Supermask(MaskBase):
         self.scale = 1.0
         #: deterministic top-k in training too: ``m = [s > τ]`` with the identity straight-through gradient
         self.topk = False
+        #: whether a training step's forward pass counts the kept weights (``step_kept``; the paper recipe's loss)
+        self.count_kept = True
+        self._mask_buffer: Tensor | None = None  # top-k: the step's 0/1 mask, rewritten in place each step
 
     def hard(self) -> Tensor:
         return self.fixed if self.fixed is not None else self.logits.detach() > self.shift
@@ -115,6 +118,7 @@ class Supermask(MaskBase):
         """Freeze the mask: from now on ``w ⊙ mask`` in training and eval alike; the logits get no gradient."""
         self.fixed = mask.detach().to(self.logits.device, torch.bool).clone()
         self.logits.requires_grad_(False)  # out of training: the optimiser and DDP leave them alone
+        self._mask_buffer = None
         self.clear()
 
     def move_to(self, device: torch.device) -> None:
@@ -141,7 +145,15 @@ class Supermask(MaskBase):
             return torch.where(self.fixed if self.fixed.device == w.device else self.fixed.to(w.device), w, 0.0)
         logits = self.logits if self.logits.device == w.device else self.logits.to(w.device)
         if torch.is_grad_enabled():
-            out, self._kept = _Supermask.apply(w, logits, self.training, self.shift, self.scale, self.topk)
+            buffer = None
+            if self.topk and self.in_step:  # one computation per step (cached): last step's graph is gone
+                old = self._mask_buffer
+                if old is None or (old.shape, old.dtype, old.device) != (w.shape, w.dtype, w.device):
+                    self._mask_buffer = torch.empty_like(w)
+                buffer = self._mask_buffer
+            out, kept = _Supermask.apply(w, logits, self.training, self.shift, self.scale, self.topk,
+                                         self.count_kept, buffer)
+            self._kept = kept if self.count_kept else None
             return out
         if self.training and not self.topk:
             return torch.where(torch.rand_like(logits) < torch.sigmoid((logits - self.shift) * self.scale), w, 0.0)

@@ -251,6 +251,7 @@ class SupermaskMethod(PruneMethod):
                 t.add_(torch.randn_like(t), alpha=1e-3)  # ties broken at random: the quantile keeps exactly k
         for slot in self.masks.slots.values():
             slot.topk = self.sampling == "topk"
+            slot.count_kept = False  # the threshold sets the sparsity: no loss reads the count
 
     def logits(self) -> list[Tensor]:
         return [slot.logits for slot in self.masks.slots.values()]
