@@ -234,6 +234,47 @@ def test_nan_weights_are_refused_but_inspect_describes_them(ckpt: Path):
     assert checkpoint_report(ckpt)["parameters"] > 0
 
 
+@pytest.mark.parametrize(("values", "damage"), [("fp32", "nan value"), ("fp32", "inf dense"), ("int8", "nan value"),
+                                               ("int8", "inf dense"), ("int8", "huge scale")])
+def test_sparse_file_with_nonfinite_parts_is_refused(tmp_path: Path, values: str, damage: str):
+    """The compact sparse format is checked on its stored parts (not the decoded dense weights): a NaN value, an
+    infinite dense tensor, or int8 scales whose products overflow are refused; an intact file loads."""
+    from safetensors.torch import load_file, save_file
+
+    from sparsecap_engine.checkpoint.inspect_report import checkpoint_report
+    from sparsecap_engine.checkpoint.sparse import SEP, save_sparse
+
+    model, vocab = tiny(), Vocab([f"w{i}" for i in range(16)])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for k, v in state.items():
+            if k.endswith("weight") and v.dim() == 2:
+                v[torch.rand(v.shape, generator=torch.Generator().manual_seed(0)) < 0.9] = 0
+    path = tmp_path / "s.safetensors"
+    meta = {"model": model.config, "vocab": vocab.to_json(), "encoder": model.config.get("encoder")}
+    save_sparse(path, state, meta, values)
+    read_state(path)  # intact: loads
+    with open(path, "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    tensors = load_file(path)
+    if damage == "nan value":
+        key = next(k for k in tensors if k.endswith(f"{SEP}values") and tensors[k].is_floating_point()) \
+            if values == "fp32" else next(k for k in tensors if k.endswith(f"{SEP}scale"))
+        tensors[key].view(-1)[0] = math.nan
+    elif damage == "inf dense":
+        key = next(k for k in tensors if SEP not in k and tensors[k].is_floating_point())
+        tensors[key].view(-1)[0] = math.inf
+    else:
+        key = next(k for k in tensors if k.endswith(f"{SEP}scale"))
+        tensors[key] = tensors[key].float()
+        tensors[key].view(-1)[0] = 1e37  # 127 × 1e37 overflows float32
+    save_file(tensors, path, metadata=header["__metadata__"])
+    for load in (read_state, load_model):
+        with pytest.raises(CheckpointError, match="NaN or infinite"):
+            load(path)
+    assert checkpoint_report(path)["parameters"] > 0
+
+
 @pytest.mark.parametrize("meta", [{"vocab": 7}, {"vocab": {"itos": ["a"]}}])
 def test_vocab_of_the_wrong_type_is_a_data_error(ckpt: Path, meta: dict):
     _rewrite(ckpt, **meta)

@@ -500,10 +500,33 @@ def packed_size(src: Path, values: str) -> int:
     return len(pack_sparse(state, _export_meta(meta), values)[0])
 
 
+def nonfinite_entries(tensors: dict[str, Tensor], meta: dict[str, Any]) -> list[str]:
+    """Names of the tensors that would decode to a NaN or an infinity, found on the stored parts alone: a floating
+    part (values, a dense tensor, int8 scales) that is not finite, or int8 scales so large that ``127 · scale``
+    overflows the tensor's dtype. Malformed entries are left to :func:`decode_state`'s errors."""
+    storage = meta.get("storage")
+    if not isinstance(storage, dict):
+        return []
+    bad = []
+    for name, entry in storage.items():
+        parts = [t for key in (name, f"{name}{SEP}values", f"{name}{SEP}scale")
+                 if (t := tensors.get(key)) is not None and t.is_floating_point()]
+        if any(not bool(torch.isfinite(t).all()) for t in parts):
+            bad.append(name)
+            continue
+        scale = tensors.get(f"{name}{SEP}scale")
+        dtype = getattr(torch, str(entry.get("dtype", "float32")) if isinstance(entry, dict) else "", None)
+        if scale is not None and scale.numel() and isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+            if float(scale.float().abs().max()) * INT8_MAX > torch.finfo(dtype).max:
+                bad.append(name)
+    return bad
+
+
 def register() -> None:
-    from sparsecap_engine.checkpoint.model_io import FORMAT_READERS
+    from sparsecap_engine.checkpoint.model_io import FORMAT_FINITE_CHECKS, FORMAT_READERS
 
     FORMAT_READERS[FORMAT] = decode_state
+    FORMAT_FINITE_CHECKS[FORMAT] = nonfinite_entries
 
 
 register()
