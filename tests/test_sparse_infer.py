@@ -172,3 +172,22 @@ def test_a_layer_dense_enough_for_csr_to_lose_on_big_batches_uses_its_dense_weig
     for got, want in zip(sparse_cell(x, h), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert calls == ["dense", "csr"]
+
+
+@pytest.mark.parametrize(("shape", "sparsity"), [((64, 48), 0.99), ((7, 5), 0.5), ((3, 4), 1.0), ((5, 3), 0.0)])
+def test_to_csr_equals_torch_conversion(shape: tuple[int, int], sparsity: float):
+    """The hand-built CSR (nonzero + row counts, int32 indices) is torch's own conversion, index for index, and
+    multiplies as the dense weight does; an empty row, an empty matrix and a full one included."""
+    from sparsecap_engine.checkpoint.sparse_infer import to_csr
+
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(shape, generator=g)
+    w[torch.rand(shape, generator=g) < sparsity] = 0
+    w[0] = 0  # an empty row
+    csr, ref = to_csr(w), w.to_sparse_csr()
+    assert csr.crow_indices().dtype == torch.int32 and csr.col_indices().dtype == torch.int32
+    assert torch.equal(csr.crow_indices().long(), ref.crow_indices())
+    assert torch.equal(csr.col_indices().long(), ref.col_indices())
+    assert torch.equal(csr.values(), ref.values()) and torch.equal(csr.to_dense(), w)
+    v = torch.randn(shape[1], generator=g)
+    assert torch.allclose(torch.mv(csr, v), w @ v, atol=1e-5)
