@@ -60,7 +60,7 @@ class Captioner:
         from sparsecap_engine.training.setup import resolve_device
 
         dev = resolve_device(device)  # tpu, cuda:99, meta or "" are one-line usage errors, not torch's
-        model, vocab, meta = load_model(Path(checkpoint), dev)
+        model, vocab, meta = load_model(Path(checkpoint), dev, inference=True)
         image_size = meta.get("image_size", image_size)
         problem = image_size_problem(image_size)
         if problem:

@@ -27,6 +27,39 @@ def test_round_trip_exact(tmp_path: Path):
     assert torch.equal(a, loaded(loaded.encode({"images": images}), tokens))
 
 
+@pytest.mark.parametrize("half", [False, True])
+def test_inference_load_takes_the_decoded_tensors_without_a_copy(tmp_path: Path, half: bool):
+    """``load_model(inference=True)`` (what captioning uses) makes the decoded tensors the parameters (no second copy)
+    and gives the model a normal load gives, in its own dtype even from a half-precision file."""
+    from sparsecap_engine.checkpoint import model_io
+
+    model = tiny().eval()
+    vocab = Vocab([f"w{i}" for i in range(16)])
+    state = {k: v.half() if half and v.is_floating_point() else v for k, v in model.state_dict().items()}
+    save_model(tmp_path / "m.safetensors", model, vocab, state=state)
+    plain, _, _ = load_model(tmp_path / "m.safetensors")
+    decoded = {}
+    read = model_io.read_state
+
+    def spy(path, finite=True):
+        out = read(path, finite)
+        decoded.update(out[0])
+        return out
+
+    model_io.read_state = spy
+    try:
+        fast, _, _ = load_model(tmp_path / "m.safetensors", inference=True)
+    finally:
+        model_io.read_state = read
+    for (n, a), (m, b) in zip(plain.state_dict().items(), fast.state_dict().items(), strict=True):
+        assert n == m and a.dtype == b.dtype and torch.equal(a, b), n
+        assert a.dtype == torch.float32 or not a.is_floating_point()
+    if not half:  # the file's own tensors became the parameters
+        assert all(p.data_ptr() == decoded[n].data_ptr() for n, p in fast.named_parameters())
+    images, tokens = torch.rand(2, 3, 32, 32), torch.randint(0, 20, (2, 5))
+    assert torch.equal(plain(plain.encode({"images": images}), tokens), fast(fast.encode({"images": images}), tokens))
+
+
 def test_file_is_plain_safetensors(tmp_path: Path):
     from safetensors import safe_open
 

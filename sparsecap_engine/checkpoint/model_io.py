@@ -71,10 +71,12 @@ def model_config_of(meta: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def load_model(path: Path, device: str | torch.device = "cpu", finite: bool = True,
+def load_model(path: Path, device: str | torch.device = "cpu", finite: bool = True, inference: bool = False,
                ) -> tuple[CaptionModel, Vocab, dict[str, Any]]:
     """Rebuild the model named in the checkpoint and load its weights (strict); ``finite``: see :func:`read_state`
-    (``inspect`` describes a NaN checkpoint rather than refusing it)."""
+    (``inspect`` describes a NaN checkpoint rather than refusing it). ``inference``: the model only captions, so
+    the decoded tensors become its parameters as they are (no second copy of every weight; tied weights then share
+    storage but are no longer one ``Parameter`` object, which only training would notice)."""
     path = Path(path)
     state, meta = read_state(path, finite)
     try:
@@ -95,7 +97,10 @@ def load_model(path: Path, device: str | torch.device = "cpu", finite: bool = Tr
             raise CheckpointError(f"{path}: weight {name!r} has shape {tuple(state[name].shape)}, the model in its "
                                   f"metadata needs {tuple(tensor.shape)}")
     model = build_uninitialised(config, len(vocab))  # every parameter comes from the file (checked next)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    if inference:
+        own = model.state_dict()
+        state = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=inference)
     if missing or unexpected:
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise CheckpointError(f"{path}: weights do not fit the model in its metadata ({what})")
