@@ -81,12 +81,34 @@ def test_caption_without_a_run_uses_the_bundled_demo_model(tmp_path):
         paths.append(tmp_path / f"{seed}.png")
     verdicts = [judge_caption(s.objects, c) for s, c in zip(
         scenes, captioner.caption(paths, DecodeOptions(max_len=20).check()), strict=True)]
-    assert sum(v.right for v in verdicts) >= 8 and sum(v.truthful for v in verdicts) >= 12  # measured 12 and 16
+    assert sum(v.right for v in verdicts) >= 11 and sum(v.truthful for v in verdicts) >= 14  # measured 13 and 16
     copy = runner.invoke(app, ["export", str(path), "-o", str(tmp_path / "copy.safetensors"), "--values", "fp16"])
     assert copy.exit_code == 0, copy.output  # -o as in `data pack-features`
     assert load_model(tmp_path / "copy.safetensors")[2]["sparsity"]["sparsity"] > 0.94
     listing = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
     assert "bundled checkpoint demo" in listing.stdout and BUNDLED["demo"]["about"] in listing.stdout
+
+
+def test_caption_process_ends_fast_with_all_its_output(tmp_path):
+    """The real executable's `caption` ends right after flushing its output (no interpreter teardown): the JSON is
+    complete and the exit status 0; a failure still exits non-zero with its one-line error."""
+    import subprocess
+    import sys
+
+    from sparsecap_cli.main import _fast_exit_after
+    from sparsecap_engine.data.synthetic import render_sample
+
+    scenes = [render_sample(tmp_path / f"s{i}.png", seed=i)[0] for i in range(3)]
+    cmd = [sys.executable, "-m", "sparsecap_cli", "caption", *map(str, scenes), "--json", "--beam", "3",
+           "--n-best", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["image"] for r in rows] == list(map(str, scenes)) and all(len(r["captions"]) == 2 for r in rows)
+    bad = subprocess.run([*cmd[:4], str(tmp_path / "missing.png")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "error" in bad.stderr and "Traceback" not in bad.stderr
+    assert _fast_exit_after(["caption", "x.png"]) and not _fast_exit_after(["caption", "x.png", "--debug"])
+    assert not _fast_exit_after(["train", "--steps", "2"]) and not _fast_exit_after(["--help"])
 
 
 def test_shape_only_builds_match_real_ones_for_every_preset():
