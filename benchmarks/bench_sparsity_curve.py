@@ -4,12 +4,13 @@ model so the crossover (where sparse kernels start to pay) is visible.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_sparsity_curve.py [--models ud-paper transformer-paper ort-paper
         acort-base] [--sparsity 0 0.5 0.7 0.8 0.9 0.95 0.975 0.99 0.995] [--threads 1] [--repeats 5]
-        [--max-len 16] [--out benchmarks/plots/sparsity_curve.png]
+        [--max-len 16] [--beam 1] [--out benchmarks/plots/sparsity_curve.png]
 
 Models have random weights and a random mask at each sparsity on every prunable matrix (as bench_sparse.py). The
 sparse model is ``sparsify(model, min_sparsity=0.9·s)``: every pruned layer in CSR, whatever its sparsity, so the plot
 shows what CSR costs below the crossover (``sparsecap caption --sparse auto`` converts only layers ≥ 70 % zeros and
-turns on at ≥ 80 %). Times: median of ``--repeats``, ms per caption.
+turns on at ≥ 80 %). Times: median of ``--repeats``, ms per caption. ``--beam K`` (K > 1) times beam search of width
+K instead of greedy decoding (the same ``max_len``; a beam ends early only if every beam writes ``<eos>``).
 """
 
 from __future__ import annotations
@@ -29,24 +30,35 @@ from sparsecap_engine.models.registry import build_model, preset
 DEFAULT_SPARSITY = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995)
 
 
-def curve(name: str, sparsities: list[float], max_len: int, repeats: int) -> tuple[float, list[tuple[float, float]]]:
+@torch.no_grad()
+def beam_ids(model: torch.nn.Module, batch: dict[str, torch.Tensor], max_len: int, beam: int) -> object:
+    """Beam search of width ``beam`` for one image, encoder included (ids as ``greedy_ids``: bos 2, eos 3, pad 0)."""
+    from sparsecap_engine.decoding.beam import beam_search
+
+    return beam_search(model, model.encode(batch), bos=2, eos=3, pad=0, max_len=max_len, beam_size=beam)
+
+
+def curve(name: str, sparsities: list[float], max_len: int, repeats: int,
+          beam: int = 1) -> tuple[float, list[tuple[float, float]]]:
     """(dense ms, [(sparsity, sparse ms)]) for one preset; the dense time does not depend on the values."""
     torch.manual_seed(0)
     base = build_model(preset(name), V).eval()
     batch = example_batch(base)
-    dense_ms = time_ms(partial(greedy_ids, base, batch, max_len), repeats)
+    decode = greedy_ids if beam == 1 else partial(beam_ids, beam=beam)
+    dense_ms = time_ms(partial(decode, base, batch, max_len), repeats)
     points = []
     for s in sparsities:
         model = copy.deepcopy(base)
         achieved = apply_random_masks(model, s)
         sparsify(model, min_sparsity=0.9 * achieved)  # the pruned layers (≈ s zeros each), not the unpruned ones
-        points.append((achieved, time_ms(partial(greedy_ids, model, batch, max_len), repeats)))
+        points.append((achieved, time_ms(partial(decode, model, batch, max_len), repeats)))
         print(f"{name:<18}{achieved:>8.2%}{dense_ms:>10.1f}{points[-1][1]:>10.1f}{dense_ms / points[-1][1]:>8.2f}×",
               flush=True)
     return dense_ms, points
 
 
-def plot(results: dict[str, tuple[float, list[tuple[float, float]]]], out: Path, threads: int) -> None:
+def plot(results: dict[str, tuple[float, list[tuple[float, float]]]], out: Path, threads: int,
+         decoding: str = "greedy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,7 +71,7 @@ def plot(results: dict[str, tuple[float, list[tuple[float, float]]]], out: Path,
         ax.plot(xs, [ms for _, ms in points], "o-", color=color, label=f"{name} sparse (CSR)")
         ax.axhline(dense, color=color, linestyle="--", linewidth=1, label=f"{name} dense")
     ax.set_xlabel("sparsity of the pruned weights (%)")
-    ax.set_ylabel("ms per caption (greedy, batch 1, encoder included)")
+    ax.set_ylabel(f"ms per caption ({decoding}, batch 1, encoder included)")
     ax.set_yscale("log")
     ax.set_title(f"Decode time vs sparsity, {threads} thread(s): below a dashed line, sparse wins")
     ax.grid(True, which="both", alpha=0.3)
@@ -77,17 +89,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--max-len", type=int, default=16)
+    ap.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "plots" / "sparsity_curve.png")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"load average {os.getloadavg()[0]:.2f}; {args.threads} thread(s); median of {args.repeats}")
+    decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
+    print(f"load average {os.getloadavg()[0]:.2f}; {args.threads} thread(s); {decoding}; median of {args.repeats}")
     print(f"{'model':<18}{'sparsity':>8}{'dense ms':>10}{'sparse ms':>10}{'×':>9}")
-    results = {name: curve(name, args.sparsity, args.max_len, args.repeats) for name in args.models}
+    results = {name: curve(name, args.sparsity, args.max_len, args.repeats, args.beam) for name in args.models}
     print("crossover (lowest sparsity where sparse ≤ dense):")
     for name, (dense, points) in results.items():
         wins = [s for s, ms in points if ms <= dense]
         print(f"  {name:<18}{'%.1f%%' % (100 * min(wins)) if wins else 'never in this range'}")
-    plot(results, args.out, args.threads)
+    plot(results, args.out, args.threads, decoding)
 
 
 if __name__ == "__main__":
