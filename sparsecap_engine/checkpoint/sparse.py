@@ -509,13 +509,15 @@ def nonfinite_entries(tensors: dict[str, Tensor], meta: dict[str, Any]) -> list[
         return []
     bad = []
     for name, entry in storage.items():
+        if not isinstance(entry, dict):
+            continue
         parts = [t for key in (name, f"{name}{SEP}values", f"{name}{SEP}scale")
                  if (t := tensors.get(key)) is not None and t.is_floating_point()]
         if any(not bool(torch.isfinite(t).all()) for t in parts):
             bad.append(name)
             continue
         scale = tensors.get(f"{name}{SEP}scale")
-        dtype = getattr(torch, str(entry.get("dtype", "float32")) if isinstance(entry, dict) else "", None)
+        dtype = getattr(torch, str(entry.get("dtype", "float32")), None)
         if scale is not None and scale.numel() and isinstance(dtype, torch.dtype) and dtype.is_floating_point:
             if float(scale.float().abs().max()) * INT8_MAX > torch.finfo(dtype).max:
                 bad.append(name)

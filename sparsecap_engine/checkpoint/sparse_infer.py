@@ -78,9 +78,14 @@ def to_csr(weight: Tensor) -> Tensor:
         return torch.sparse_csr_tensor(crow.to(index), cols.to(index), weight[rows, cols], (rows_n, cols_n))
 
 
+def _zeros(w: Tensor) -> int:
+    """Number of zeros (one counting pass, no float copy of the weight)."""
+    return w.numel() - int(torch.count_nonzero(w))
+
+
 def _sparsity(w: Tensor) -> float:
-    """Share of zeros (one counting pass, no float copy of the weight)."""
-    return 1.0 - int(torch.count_nonzero(w)) / w.numel() if w.numel() else 0.0
+    """Share of zeros."""
+    return _zeros(w) / w.numel() if w.numel() else 0.0
 
 
 def _csr_matmul(weight: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
@@ -258,7 +263,7 @@ def pruned_sparsity(model: nn.Module) -> float:
     zeros = total = 0
     for module, pname in prunable(model).values():
         w = getattr(module, pname)
-        zeros += w.numel() - int(torch.count_nonzero(w))
+        zeros += _zeros(w)
         total += w.numel()
     return zeros / total if total else 0.0
 

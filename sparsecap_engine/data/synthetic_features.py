@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -71,26 +72,25 @@ def _pool(array: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pooled, dtype=np.float32).reshape(-1) / 255.0
 
 
-def region_descriptor(pixels: np.ndarray, box: Box, fg: np.ndarray | None = None, regions: str = V1) -> np.ndarray:
-    """(H, W, 3) uint8 image, pixel box → the ``regions`` version's descriptor (``FEAT_DIMS[regions]`` floats):
-    4×4 pooled RGB of the box, for v2 its 8×8 foreground occupancy (``fg``, computed when not given), its relative
-    box."""
+def region_descriptor(pixels: np.ndarray, box: Box, fg: np.ndarray | None) -> np.ndarray:
+    """(H, W, 3) uint8 image, pixel box → its descriptor: 4×4 pooled RGB of the box, its 8×8 occupancy in the
+    foreground mask ``fg`` when one is given (v2; None: v1), its relative box."""
     h, w = pixels.shape[:2]
     x1, y1, x2, y2 = _pixel_box(pixels.shape, box)
     parts = [_pool(pixels[y1:y2, x1:x2], POOL)]
-    if regions == V2:
-        mask = foreground(pixels) if fg is None else fg
-        parts.append(_pool(mask[y1:y2, x1:x2].astype(np.uint8) * 255, SHAPE_POOL))
-    elif regions != V1:
-        raise DataError(f"unknown synthetic region descriptor {regions!r} (known: {', '.join(FEAT_DIMS)})")
+    if fg is not None:
+        parts.append(_pool(fg[y1:y2, x1:x2].astype(np.uint8) * 255, SHAPE_POOL))
     parts.append(np.array([x1 / w, y1 / h, x2 / w, y2 / h], dtype=np.float32))
     return np.concatenate(parts).astype(np.float32)
 
 
 def image_descriptors(pixels: np.ndarray, boxes: list[Box], regions: str) -> np.ndarray:
-    """(N, ``FEAT_DIMS[regions]``) descriptors of an image's boxes (its foreground computed once)."""
+    """(N, ``FEAT_DIMS[regions]``) descriptors of an image's boxes in the ``regions`` version (v2: the foreground
+    computed once per image)."""
+    if regions not in FEAT_DIMS:
+        raise DataError(f"unknown synthetic region descriptor {regions!r} (known: {', '.join(FEAT_DIMS)})")
     fg = foreground(pixels) if regions == V2 else None
-    return np.stack([region_descriptor(pixels, b, fg, regions) for b in boxes])
+    return np.stack([region_descriptor(pixels, b, fg) for b in boxes])
 
 
 def propose_boxes(pixels: np.ndarray) -> list[Box]:
@@ -129,7 +129,7 @@ def scene_regions(pixels: np.ndarray, regions: str = REGIONS_NAME) -> tuple[np.n
 
 #: how each known ``regions`` name computes an image's regions (captioning a PNG with a checkpoint that names one)
 REGION_EXTRACTORS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
-    name: (lambda pixels, name=name: scene_regions(pixels, name)) for name in FEAT_DIMS
+    name: partial(scene_regions, regions=name) for name in FEAT_DIMS
 }
 
 
@@ -137,9 +137,7 @@ def export_synthetic_features(
     dataset_json: Path, out: Path | None = None, progress: Progress = no_progress, regions: str = REGIONS_NAME
 ) -> Path:
     """Write ``features.h5`` (``/feats/<id>``, ``/boxes/<id>`` relative) for a synthetic dataset's JSON, with the
-    ``regions`` descriptor version."""
-    if regions not in FEAT_DIMS:
-        raise DataError(f"unknown synthetic region descriptor {regions!r} (known: {', '.join(FEAT_DIMS)})")
+    ``regions`` descriptor version (an unknown one: the first image's descriptors raise, inside the atomic write)."""
     dataset_json = Path(dataset_json)
     out = Path(out) if out is not None else dataset_json.parent / FEATURES_FILE
     try:

@@ -18,26 +18,22 @@ class _Supermask(torch.autograd.Function):
     def forward(ctx, w: Tensor, logits: Tensor, sample: bool, shift: float = 0.0, scale: float = 1.0,
                 ste: bool = False, count: bool = True, buffer: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``count=False``: nobody reads the kept count (the robust recipe), so it is not computed (0 is returned).
-        ``buffer``: a tensor shaped and typed like ``w`` that the top-k mask is written into instead of a fresh one
-        (at 53 M logits a fresh mask costs more in page faults than the comparison itself)."""
+        ``buffer``: a tensor shaped and typed like ``w`` (the caller's to ensure) that the top-k mask is written into
+        instead of a fresh one (at 53 M logits a fresh mask costs more in page faults than the comparison itself)."""
         ctx.ste = ste
+        # counted on the bool comparison: count_nonzero of a float tensor is ~7× slower on CPU
+        kept = torch.count_nonzero(logits > shift).to(logits.dtype) if count else logits.new_zeros(())
         if ste:  # deterministic top-k: m = [s > τ], ∂/∂s = g_w ⊙ w (identity straight-through)
-            if buffer is not None and buffer.shape == w.shape and buffer.dtype == w.dtype:
-                m = torch.gt(logits, shift, out=buffer)
-            else:
-                m = (logits > shift).to(w.dtype)
-            kept = torch.count_nonzero(logits > shift) if count else logits.new_zeros((), dtype=torch.long)
+            m = (logits > shift).to(w.dtype) if buffer is None else torch.gt(logits, shift, out=buffer)
             ctx.save_for_backward(w, m, m)
             ctx.set_materialize_grads(False)
-            return w * m, kept.to(logits.dtype)
+            return w * m, kept
         p = torch.sigmoid((logits - shift) * scale) if shift or scale != 1.0 else torch.sigmoid(logits)
         # a float mask: w * m and g * m are cheaper than torch.where on CPU, worth the extra saved bytes
         m = torch.bernoulli(p) if sample else (logits > shift).to(p.dtype)
-        # counted on the bool comparison: count_nonzero of a float tensor is ~7× slower on CPU
-        kept = torch.count_nonzero(logits > shift) if count else logits.new_zeros((), dtype=torch.long)
         ctx.save_for_backward(w, p, m)
         ctx.set_materialize_grads(False)
-        return w * m.to(w.dtype), kept.to(logits.dtype)
+        return w * m.to(w.dtype), kept
 
     @staticmethod
     def backward(ctx, g_w: Tensor | None, g_kept: Tensor | None):
