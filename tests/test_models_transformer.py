@@ -63,6 +63,68 @@ def test_incremental_decoding_equals_teacher_forcing(name: str, share_att: str, 
     assert {k for k in state if k.startswith("k")} == {f"k{i}" for i in range(depth)}  # one cache per depth
 
 
+@pytest.mark.parametrize("share_att", SHARE_ATT)
+def test_batch_one_decoding_step_equals_teacher_forcing(share_att: str):
+    """Batch 1 runs its decoding step on one vector (d,), not (1, 1, d) rows: the same log-probs, shape (1, V)."""
+    model = tiny("ort", share_att=share_att, share_layers=[0, 1, 1]).eval()
+    batch = {k: v[1:2] for k, v in region_batch().items()}
+    memory = model.encode(batch)
+    tokens = random_tokens(1, 6)
+    full = model(memory, tokens)
+    state = model.init_state(memory)
+    for t in range(tokens.shape[1]):
+        logp, state = model.step(memory, tokens[:, t], state)
+        assert logp.shape == (1, V)
+        assert torch.allclose(logp, full[:, t], atol=1e-5), (t, (logp - full[:, t]).abs().max())
+
+
+def test_training_mode_step_applies_dropout_and_passes_gradients():
+    """SCST samples with the model in training mode and differentiates through ``step``: dropout acts (two steps from
+    the same state differ), and the log-probs' gradient reaches the decoder's weights."""
+    model = tiny("transformer", dropout=0.5).train()
+    memory = model.encode(region_batch())
+    state = model.init_state(memory)
+    tokens = torch.full((3,), 2, dtype=torch.long)
+    a, _ = model.step(memory, tokens, state)
+    b, _ = model.step(memory, tokens, state)
+    assert not torch.allclose(a, b)
+    a[:, 5].sum().backward()
+    layer = model.decoder.decoder_layers[0]
+    assert layer.ffn.w_1.weight.grad is not None and layer.ffn.w_1.weight.grad.abs().sum() > 0
+    assert layer.self_attn.v_proj.weight.grad.abs().sum() > 0  # (Q has none at step 0: one key, softmax ≡ 1)
+    assert layer.cross_attn.q_proj.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():  # and eval mode is deterministic
+        assert torch.equal(model.step(memory, tokens, state)[0], model.step(memory, tokens, state)[0])
+
+
+def test_layer_norm_is_the_reference_formula():
+    """``a·(x − mean)/(σ + ε) + b`` with the unbiased σ, to ~ε/σ relative (the fused kernel computes
+    ``a·(x − mean)/√(σ² + ε²) + b``); a constant row gives ``b``, not NaN; gradients agree too."""
+    from sparsecap_engine.models.transformer import LayerNorm
+
+    torch.manual_seed(0)
+    ln = LayerNorm(32)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(4, 5, 32) * torch.tensor([0.01, 0.3, 1.0, 30.0]).view(4, 1, 1)
+    x.requires_grad_(True)
+    ref = ln.weight * (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + ln.eps) + ln.bias
+    out = ln(x)
+    assert torch.allclose(out[1:], ref[1:], rtol=1e-5, atol=1e-5)  # σ ≥ 0.3: ε/σ ≤ 3e-6
+    assert torch.allclose(out[0], ref[0], rtol=2e-4, atol=2e-4)  # σ = 0.01: ε/σ = 1e-4
+    g_ref = torch.autograd.grad(ref.square().sum(), x)[0]
+    g_out = torch.autograd.grad(out.square().sum(), x)[0]
+    assert torch.allclose(g_out[1:], g_ref[1:], rtol=1e-4, atol=1e-4)
+    assert (g_out[0] - g_ref[0]).norm() < 1e-3 * g_ref[0].norm()
+    const = ln(torch.full((2, 32), 3.0))
+    assert torch.allclose(const, ln.bias.expand(2, 32))
+    # a plain (biased-σ) layer norm would be off by √(n/(n−1)) ≈ 1.6 %: the test tells the two apart
+    plain = torch.nn.functional.layer_norm(x, (32,), ln.weight, ln.bias, 1e-6)
+    assert not torch.allclose(plain, ref, rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("name", ["transformer", "ort"])
 def test_incremental_decoding_through_pixels_and_beam_reorder(name: str):
     model = tiny(name, encoder="grid", share_att="kv", share_layers=[0, 1, 1]).eval()
