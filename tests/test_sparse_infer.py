@@ -191,3 +191,22 @@ def test_to_csr_equals_torch_conversion(shape: tuple[int, int], sparsity: float)
     assert torch.equal(csr.values(), ref.values()) and torch.equal(csr.to_dense(), w)
     v = torch.randn(shape[1], generator=g)
     assert torch.allclose(torch.mv(csr, v), w @ v, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(48,), (1, 48), (2, 48), (3, 48), (4, 48), (40, 48), (2, 5, 48), (1, 1, 48)])
+def test_csr_product_every_row_count_is_the_dense_product_row_major(shape: tuple[int, ...], bias: bool):
+    """One vector (the decoding step's fast path), a few rows (one matrix–vector product each), many rows (CSR × dense):
+    each equals ``F.linear``, keeps the input's leading shape, and comes out row-major (attention heads cut from a
+    strided result would miss the fused attention kernel)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    lin = nn.Linear(48, 40, bias=bias)
+    with torch.no_grad():
+        lin.weight.mul_(torch.rand_like(lin.weight) >= 0.9)
+    sparse = SparseLinear(copy.deepcopy(lin))
+    x = torch.randn(shape)
+    got = sparse(x)
+    torch.testing.assert_close(got, F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-5)
+    assert got.shape == (*shape[:-1], 40) and got.is_contiguous()

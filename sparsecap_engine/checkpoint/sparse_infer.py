@@ -36,6 +36,11 @@ MODES = ("auto", "on", "off")
 CSR_COST = ((1, 1.4), (16, 2.2), (64, 4.2), (192, 5.5), (2**62, 6.5))
 
 
+#: up to this many rows, a CSR product is one matrix–vector product per row: MKL's CSR × dense kernel costs 1.0–1.9×
+#: as much for 2–3 rows (99 %-sparse 512² to 10001×512 weights, 1 thread), and pays from about 5 rows on
+FEW_ROWS = 3
+
+
 def csr_pays(density: float, rows: int) -> bool:
     """Is a CSR product of a weight this dense faster than the dense product for ``rows`` rows at once?"""
     cost = next(c for r, c in CSR_COST if rows <= r)
@@ -99,11 +104,18 @@ def _csr_matmul(weight: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
         y = torch.mv(weight, v) if bias is None else torch.addmv(bias, weight, v)
         y = y.reshape(*x.shape[:-1], weight.shape[0])
         return y if dtype == weight.dtype else y.to(dtype)
-    x2 = x.reshape(-1, x.shape[-1]).t()
+    x2 = x.reshape(-1, x.shape[-1])
     if dtype != weight.dtype:
         x2 = x2.to(weight.dtype)
+    if x2.shape[0] <= FEW_ROWS:  # a few rows (beam search at batch 1): one matrix–vector product per row is faster
+        y = torch.stack([torch.mv(weight, r) if bias is None else torch.addmv(bias, weight, r) for r in x2.unbind(0)])
+        y = y.view(*x.shape[:-1], weight.shape[0])
+        return y if dtype == weight.dtype else y.to(dtype)
+    x2 = x2.t()
     y = torch.mm(weight, x2) if bias is None else torch.addmm(bias.unsqueeze(1), weight, x2)
-    y = y.t().reshape(*x.shape[:-1], weight.shape[0])
+    # row-major out, always: a transposed (column-major) result reshaped to (B, out) stays a strided view, and
+    # attention heads cut from it miss the fused kernel (beam search's cross-attention fell back to the math path)
+    y = y.t().contiguous().view(*x.shape[:-1], weight.shape[0])
     return y if dtype == weight.dtype else y.to(dtype)
 
 
