@@ -9,6 +9,8 @@ from sparsecap_engine.errors import UsageError
 
 #: the commands that train, and so may run as several processes
 DISTRIBUTED_COMMANDS = ("train", "prune")
+#: how often torchrun checks its workers (seconds): also how late a finished or failed job is noticed
+MONITOR_INTERVAL_S = 1
 
 
 def torchrun_argv(args: list[str]) -> list[str] | None:
@@ -43,7 +45,10 @@ def torchrun_argv(args: list[str]) -> list[str] | None:
         return ["-m", "sparsecap_cli", *rest]
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         raise UsageError("--nproc inside a torchrun job: give one or the other")
-    return ["--standalone", f"--nproc-per-node={n}", "-m", "sparsecap_cli", *rest]
+    # --monitor-interval: torchrun stops the other workers as soon as it sees one fail (every 0.1 s by default); a
+    # bad launch is found by every worker at start-up, and a second to get there lets each one print its own line
+    return ["--standalone", f"--nproc-per-node={n}", f"--monitor-interval={MONITOR_INTERVAL_S}", "-m", "sparsecap_cli",
+            *rest]
 
 
 def launch(torchrun_args: list[str]) -> int:

@@ -237,7 +237,7 @@ def test_nproc_flag_becomes_torchrun_arguments():
     assert torchrun_argv(["eval", "runs/x", "--nproc", "2"]) is None
     assert torchrun_argv(["train", "--steps", "5"]) is None
     assert torchrun_argv(["train", "--nproc", "2", "--steps", "5"]) == [
-        "--standalone", "--nproc-per-node=2", "-m", "sparsecap_cli", "train", "--steps", "5"]
+        "--standalone", "--nproc-per-node=2", "--monitor-interval=1", "-m", "sparsecap_cli", "train", "--steps", "5"]
     assert torchrun_argv(["prune", "--nproc=3", "-q"])[:2] == ["--standalone", "--nproc-per-node=3"]
     assert torchrun_argv(["train", "--nproc", "1", "-q"]) == ["-m", "sparsecap_cli", "train", "-q"]
     for bad in (["train", "--nproc"], ["train", "--nproc", "two"], ["train", "--nproc", "0"]):
