@@ -312,3 +312,31 @@ def test_checkpoint_round_trip_with_sharing_and_radix(tmp_path):
     assert tok == radix and meta["step"] == 3 and meta["model"]["share_layers"] == [0, 0, 1]
     batch, tokens = region_batch(), random_tokens(3, 5)
     assert torch.equal(loaded(loaded.encode(batch), tokens), model(model.encode(batch), tokens))
+
+
+@pytest.mark.parametrize("share_att", SHARE_ATT)
+@pytest.mark.parametrize("rows", [1, 3])
+def test_bound_step_equals_step(share_att: str, rows: int):
+    """The step bound to the weights for one decoding pass (eval, no autograd) gives ``step``'s log-probs and caches,
+    step after step, at batch 1 (one vector) and for 3 padded rows (cross-attention masked); in training mode or with
+    autograd on, ``stepper`` is ``step`` itself."""
+    from sparsecap_engine.models.transformer_stepper import BoundStep
+
+    model = tiny("ort", share_att=share_att, share_layers=[0, 1, 1]).eval()
+    batch = {k: v[:rows] for k, v in region_batch().items()}
+    tokens = random_tokens(rows, 6)
+    with torch.no_grad():
+        memory = model.encode(batch)
+        assert ("cross_mask" in memory) == (rows == 3)
+        bound = model.stepper()
+        assert isinstance(bound, BoundStep)
+        a = b = model.init_state(memory)
+        for t in range(tokens.shape[1]):
+            la, a = model.step(memory, tokens[:, t], a)
+            lb, b = bound(memory, tokens[:, t], b)
+            assert lb.shape == (rows, V)
+            assert torch.allclose(la, lb, atol=1e-6), (t, (la - lb).abs().max())
+            assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert model.stepper() == model.decoder.step  # autograd on
+    with torch.no_grad():
+        assert model.train().stepper() == model.decoder.step

@@ -210,3 +210,22 @@ def test_csr_product_every_row_count_is_the_dense_product_row_major(shape: tuple
     got = sparse(x)
     torch.testing.assert_close(got, F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-5)
     assert got.shape == (*shape[:-1], 40) and got.is_contiguous()
+
+
+@pytest.mark.parametrize("case", ["ort", "acort", "ort-qk"])
+@pytest.mark.parametrize("rows", [1, 2])
+def test_bound_step_of_a_sparse_model_equals_its_step(case: str, rows: int):
+    """On the CSR twins the bound step takes each one's matrix–vector product for one vector and the module for rows:
+    the same log-probs as ``step`` either way."""
+    _, sparse, batch, _ = _pair(case)
+    batch = {k: v[:rows] for k, v in batch.items()}
+    with torch.no_grad():
+        memory = sparse.encode(batch)
+        bound = sparse.stepper()
+        a = b = sparse.init_state(memory)
+        tokens = torch.full((rows,), 2, dtype=torch.long)
+        for _ in range(4):
+            la, a = sparse.step(memory, tokens, a)
+            lb, b = bound(memory, tokens, b)
+            assert torch.allclose(la, lb, atol=1e-6)
+            tokens = la.argmax(-1)

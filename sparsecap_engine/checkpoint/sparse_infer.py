@@ -338,12 +338,15 @@ def time_ms(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:
 @torch.no_grad()
 def greedy_ids(model: nn.Module, batch: dict[str, Tensor], max_len: int = 16, bos: int = 2) -> Tensor:
     """Greedy caption ids for ``batch`` (a fixed length, no early stop: timing does not depend on the weights)."""
+    from sparsecap_engine.models.base import step_function
+
     memory = model.encode(batch)
     state = model.init_state(memory)
+    step = step_function(model)
     tokens = torch.full((next(iter(memory.values())).shape[0],), bos, dtype=torch.long)
     out = []
     for _ in range(max_len):
-        logp, state = model.step(memory, tokens, state)
+        logp, state = step(memory, tokens, state)
         tokens = logp.argmax(-1)
         out.append(tokens)
     return torch.stack(out, 1)

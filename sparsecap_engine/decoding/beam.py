@@ -28,7 +28,7 @@ from torch import Tensor
 
 from sparsecap_engine.decoding.constraints import Constraints
 from sparsecap_engine.errors import UsageError
-from sparsecap_engine.models.base import CaptionModel, Memory, index_batch
+from sparsecap_engine.models.base import CaptionModel, Memory, index_batch, step_function
 
 NEG_INF = float("-inf")
 LENGTH_PENALTIES = "none, wu_<alpha> (e.g. wu_0.9), avg"
@@ -86,6 +86,7 @@ def beam_search(
 
     mem = model.expand_memory(memory, k)  # row i·K + j = beam j of image i
     state = model.init_state(mem)
+    step = step_function(model)
     tokens = torch.full((b * k,), bos, dtype=torch.long, device=device)
     history = torch.full((b * k, max_len), pad, dtype=torch.long, device=device)
     sums = torch.full((b, k), NEG_INF, device=device)
@@ -98,7 +99,7 @@ def beam_search(
     for t in range(max_len):
         last_t = t
         n = alive.numel()
-        logp, state = model.step(mem, tokens, state)
+        logp, state = step(mem, tokens, state)
         logp = rules.apply(logp.float(), t, history[:, :t])
         v = logp.shape[-1]
         width = min(2 * k, k * v)

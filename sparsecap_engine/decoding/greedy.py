@@ -9,7 +9,7 @@ from torch import Tensor
 
 from sparsecap_engine.decoding.constraints import Constraints
 from sparsecap_engine.errors import UsageError
-from sparsecap_engine.models.base import CaptionModel, Memory
+from sparsecap_engine.models.base import CaptionModel, Memory, step_function
 
 Pick = Callable[[Tensor, int], Tensor]
 
@@ -35,13 +35,14 @@ def _decode(
     b, device = first.shape[0], first.device
     rules = constraints or Constraints(eos, (bos, pad))
     state = model.init_state(memory)
+    step = step_function(model)
     tokens = torch.full((b,), bos, dtype=torch.long, device=device)
     history = torch.full((b, max_len), pad, dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     logps = []
     t = 0
     for t in range(max_len):
-        logp, state = model.step(memory, tokens, state)
+        logp, state = step(memory, tokens, state)
         logp = rules.apply(logp.float(), t, history[:, :t])
         tokens = pick(logp, t)
         chosen = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)

@@ -6,10 +6,20 @@ per beam and reordering beams are the same generic index operation for every mod
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 Memory = dict[str, Tensor]
 State = dict[str, Tensor]
+StepFn = Callable[[Memory, Tensor, State], tuple[Tensor, State]]
+
+
+def step_function(model: nn.Module) -> StepFn:
+    """What a decoding loop calls at each step: ``model.stepper()`` when the model offers it (a step bound to the
+    weights for this pass), else ``model.step``. Ask once per pass, never across a weight update."""
+    make = getattr(model, "stepper", None)
+    return make() if callable(make) else model.step  # type: ignore[return-value]
 
 
 def index_batch(tensors: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
@@ -56,6 +66,11 @@ class CaptionModel(nn.Module):
     def step(self, memory: Memory, tokens: Tensor, state: State) -> tuple[Tensor, State]:
         return self.decoder.step(memory, tokens, state)
 
+    def stepper(self) -> StepFn:
+        """``step`` for one decoding pass (weights fixed until it ends): the decoder's faster bound one if it offers
+        ``stepper``, else ``step``."""
+        return step_function(self.decoder)
+
     @staticmethod
     def reorder_state(state: State, index: Tensor) -> State:
         return index_batch(state, index)
@@ -71,4 +86,4 @@ def masked_mean(feats: Tensor, mask: Tensor) -> Tensor:
     return (feats * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
-__all__ = ["CaptionModel", "Memory", "State", "index_batch", "repeat_batch", "masked_mean"]
+__all__ = ["CaptionModel", "Memory", "State", "StepFn", "index_batch", "masked_mean", "repeat_batch", "step_function"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -44,11 +45,11 @@ class LayerNorm(nn.Module):
         # layer_norm divides by the biased √(var_b + ε'): with var_b = var·(n−1)/n, ε' = ε²·(n−1)/n and the gain
         # scaled by √((n−1)/n), that is a/√(var + ε²)
         # (a 0-dim tensor, not a float: multiplying by a Python float converts it to a tensor at every call)
-        self._shape, self._eps = (features,), eps * eps * (features - 1) / features
+        self.normalized_shape, self.fused_eps = (features,), eps * eps * (features - 1) / features
         self.register_buffer("gain", torch.tensor(math.sqrt((features - 1) / features)), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, self._shape, self.weight * self.gain, self.bias, self._eps)
+        return F.layer_norm(x, self.normalized_shape, self.weight * self.gain, self.bias, self.fused_eps)
 
 
 class PositionalEncoding(nn.Module):
@@ -91,7 +92,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor
     return dropout(F.softmax(scores, dim=-1)) @ v
 
 
-def _additive_mask(dtype: torch.dtype, mask: Tensor | None, bias: Tensor | None) -> Tensor | None:
+def additive_mask(dtype: torch.dtype, mask: Tensor | None, bias: Tensor | None) -> Tensor | None:
     """``attention``'s mask and bias as one additive mask: masked scores get the dtype's minimum, then the bias is
     added, so a row with every key masked stays uniform (a boolean mask would make it NaN)."""
     low = torch.finfo(dtype).min
@@ -160,7 +161,7 @@ class MultiHeadAttention(nn.Module):
         if self.training and self.dropout.p > 0:
             out = attention(q, k, v, mask, bias, self.dropout)
         else:  # no dropout on the weights: one fused kernel (about half the cost at batch 1), the same values
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=_additive_mask(q.dtype, mask, bias))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(q.dtype, mask, bias))
         b, _, t, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, self.h * self.d_k))
 
@@ -191,7 +192,7 @@ class MultiHeadAttention(nn.Module):
         if self.training and self.dropout.p > 0:
             out = attention(q, k, v, mask, None, self.dropout)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=_additive_mask(q.dtype, mask, None))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(q.dtype, mask, None))
         return self.out_proj(out.view(shape))
 
     def forward(self, x: Tensor, context: Tensor, mask: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
@@ -432,6 +433,15 @@ class Transformer(nn.Module):
             if not self.kv_shared:
                 state[f"v{i}"] = empty
         return state
+
+    def stepper(self) -> Callable[[Memory, Tensor, State], tuple[Tensor, State]]:
+        """``step`` for one decoding pass: in eval mode without autograd, one bound to the current weights (the same
+        values, less Python per step: :mod:`~sparsecap_engine.models.transformer_stepper`); else ``step`` itself."""
+        if self.training or torch.is_grad_enabled():
+            return self.step
+        from sparsecap_engine.models.transformer_stepper import BoundStep
+
+        return BoundStep(self)
 
     def step(self, memory: Memory, tokens: Tensor, state: State) -> tuple[Tensor, State]:
         """One token per row (B,) → log-probs (B, V); appends this step's K/V to each depth's own cache."""
