@@ -111,11 +111,14 @@ def _csr_matmul(weight: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
         y = torch.stack([torch.mv(weight, r) if bias is None else torch.addmv(bias, weight, r) for r in x2.unbind(0)])
         y = y.view(*x.shape[:-1], weight.shape[0])
         return y if dtype == weight.dtype else y.to(dtype)
-    x2 = x2.t()
-    y = torch.mm(weight, x2) if bias is None else torch.addmm(bias.unsqueeze(1), weight, x2)
-    # row-major out, always: a transposed (column-major) result reshaped to (B, out) stays a strided view, and
-    # attention heads cut from it miss the fused kernel (beam search's cross-attention fell back to the math path)
-    y = y.t().contiguous().view(*x.shape[:-1], weight.shape[0])
+    yt = torch.mm(weight, x2.t()).t()  # (rows, out), column-major
+    # row-major out, always: a strided (B, out) result would cut attention heads that miss the fused kernel (beam
+    # search's cross-attention fell back to the math path). The bias is added in the same pass that transposes.
+    if bias is None:
+        y = yt.contiguous()
+    else:
+        y = torch.add(yt, bias, out=yt.new_empty(yt.shape))
+    y = y.view(*x.shape[:-1], weight.shape[0])
     return y if dtype == weight.dtype else y.to(dtype)
 
 
