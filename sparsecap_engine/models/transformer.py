@@ -165,36 +165,6 @@ class MultiHeadAttention(nn.Module):
         b, _, t, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, self.h * self.d_k))
 
-    # ------------------------------------------------------------------- one position per row (incremental decoding)
-    # Rows x (B, d), or one vector (d,) at batch 1, instead of (B, 1, d) sequences: the (B, h, 1, d_k) heads are plain
-    # views of the projections (no transposes or copies), and a vector takes a CSR twin's matrix–vector product
-    # directly. At batch 1 the per-op cost, not arithmetic, is what a sparse decoding step spends.
-
-    def qkv_rows(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(Q, K, V) heads (B, h, 1, d_k) of rows x; V is K with ``share_att="kv"``, K is Q with ``"qk"``."""
-        h, d_k = self.h, self.d_k
-        if self.qkv_proj is not None:
-            parts = self.qkv_proj(x).view(-1, len(self.stacked_projections()), h, 1, d_k).unbind(1)
-        else:
-            parts = tuple(p(x).view(-1, h, 1, d_k) for p in self.stacked_projections())
-        if self.share == "kv":
-            return parts[0], parts[1], parts[1]
-        if self.share == "qk":
-            return parts[0], parts[0], parts[1]
-        return parts[0], parts[1], parts[2]
-
-    def query_rows(self, x: Tensor) -> Tensor:
-        """Q heads (B, h, 1, d_k) of rows x."""
-        return (self.qk_proj(x) if self.share == "qk" else self.q_proj(x)).view(-1, self.h, 1, self.d_k)
-
-    def attend_rows(self, q: Tensor, k: Tensor, v: Tensor, shape: torch.Size, mask: Tensor | None = None) -> Tensor:
-        """One query per row, q (B, h, 1, d_k) → rows of ``shape`` after the output projection."""
-        if self.training and self.dropout.p > 0:
-            out = attention(q, k, v, mask, None, self.dropout)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(q.dtype, mask, None))
-        return self.out_proj(out.view(shape))
-
     def forward(self, x: Tensor, context: Tensor, mask: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         if context is x:
             return self.attend(*self.qkv(x), mask, bias)
@@ -244,40 +214,14 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self,
-        x: Tensor,
-        self_mask: Tensor | None,
-        cross_kv: tuple[Tensor, Tensor],
-        cross_mask: Tensor | None,
-        past: tuple[Tensor, Tensor] | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns (x, K, V) where K/V are this depth's self-attention keys/values so far (the new cache)."""
+        self, x: Tensor, self_mask: Tensor | None, cross_kv: tuple[Tensor, Tensor], cross_mask: Tensor | None
+    ) -> Tensor:
+        """Teacher forcing over (B, T, d); incremental decoding has its own step (``transformer_stepper``)."""
         h = self.norm1(x)
-        q, k, v = self.self_attn.qkv(h)
-        if past is not None:
-            shared = v is k
-            k = torch.cat([past[0], k], dim=2)
-            v = k if shared else torch.cat([past[1], v], dim=2)
-        x = x + drop(self.dropout, self.self_attn.attend(q, k, v, self_mask))
+        x = x + drop(self.dropout, self.self_attn.attend(*self.self_attn.qkv(h), self_mask))
         q = self.cross_attn.query(self.norm2(x))
         x = x + drop(self.dropout, self.cross_attn.attend(q, cross_kv[0], cross_kv[1], cross_mask))
-        return x + drop(self.dropout, self.ffn(self.norm3(x))), k, v
-
-
-    def step(
-        self, x: Tensor, past: tuple[Tensor, Tensor], cross_kv: tuple[Tensor, Tensor], cross_mask: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """One position per row, x (B, d) or (d,) at batch 1 → (x, K, V) with this position's keys/values appended to
-        ``past`` (B, h, t, d_k): the values of ``forward`` with ``past`` for a (B, 1, d) input, in fewer ops."""
-        sa, ca, shape = self.self_attn, self.cross_attn, x.shape
-        q, k, v = sa.qkv_rows(self.norm1(x))
-        shared = v is k
-        k = torch.cat([past[0], k], dim=2)
-        v = k if shared else torch.cat([past[1], v], dim=2)
-        x = x + drop(self.dropout, sa.attend_rows(q, k, v, shape))
-        q = ca.query_rows(self.norm2(x))
-        x = x + drop(self.dropout, ca.attend_rows(q, cross_kv[0], cross_kv[1], shape, cross_mask))
-        return x + drop(self.dropout, self.ffn(self.norm3(x))), k, v
+        return x + drop(self.dropout, self.ffn(self.norm3(x)))
 
 
 def layer_order(share: object, num_layers: int, where: str) -> tuple[int, ...]:
@@ -420,7 +364,7 @@ class Transformer(nn.Module):
         cross_mask = self._cross_mask(memory)
         x = self._embed(tokens, 0)
         for u in self.dec_order:
-            x, _, _ = self.decoder_layers[u](x, self_mask, self._cross(memory, u), cross_mask)
+            x = self.decoder_layers[u](x, self_mask, self._cross(memory, u), cross_mask)
         return self._logprobs(x)
 
     def init_state(self, memory: Memory) -> State:
@@ -435,8 +379,8 @@ class Transformer(nn.Module):
         return state
 
     def stepper(self) -> Callable[[Memory, Tensor, State], tuple[Tensor, State]]:
-        """``step`` for one decoding pass: in eval mode without autograd, one bound to the current weights (the same
-        values, less Python per step: :mod:`~sparsecap_engine.models.transformer_stepper`); else ``step`` itself."""
+        """``step`` for one decoding pass: in eval mode without autograd, the weights cannot change until it ends, so
+        the step is bound to them once (:mod:`~sparsecap_engine.models.transformer_stepper`); else ``step`` itself."""
         if self.training or torch.is_grad_enabled():
             return self.step
         from sparsecap_engine.models.transformer_stepper import BoundStep
@@ -444,20 +388,8 @@ class Transformer(nn.Module):
         return BoundStep(self)
 
     def step(self, memory: Memory, tokens: Tensor, state: State) -> tuple[Tensor, State]:
-        """One token per row (B,) → log-probs (B, V); appends this step's K/V to each depth's own cache."""
-        start = state["k0"].shape[2]
-        cross_mask = self._cross_mask(memory)
-        e = self.embed(tokens) * self.embed_scale
-        x = drop(self.embed_dropout, e + self.pos.table(e.device)[start].to(e.dtype))
-        one = x.shape[0] == 1
-        if one:  # batch 1: one vector (d,) through the layers (see ``MultiHeadAttention.qkv_rows``)
-            x = x.view(-1)
-        new: State = {}
-        for i, u in enumerate(self.dec_order):
-            past = (state[f"k{i}"], state.get(f"v{i}", state[f"k{i}"]))
-            x, k, v = self.decoder_layers[u].step(x, past, self._cross(memory, u), cross_mask)
-            new[f"k{i}"] = k
-            if not self.kv_shared:
-                new[f"v{i}"] = v
-        logp = self._logprobs(x)
-        return (logp.unsqueeze(0) if one else logp), new
+        """One token per row (B,) → log-probs (B, V); appends this step's K/V to each depth's own cache (on rows, not
+        (B, 1, d) sequences: :mod:`~sparsecap_engine.models.transformer_stepper`)."""
+        from sparsecap_engine.models.transformer_stepper import BoundStep
+
+        return BoundStep(self)(memory, tokens, state)
