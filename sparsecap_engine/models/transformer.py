@@ -9,7 +9,8 @@ With the ACORT options (Tan et al. 2022, reference §1.5):
 Incremental decoding keeps one self-attention cache **per depth** (``state["k{depth}"]``, batch first), not per
 layer object, so a layer shared by several depths stays correct (the reference's cache is per module, §1.6).
 Cross-attention K/V depend only on the image and the layer's weights: ``prepare`` computes them once per image and
-per *unique* layer and keeps them in ``memory`` (repeated per caption or beam like any memory tensor).
+per *unique* layer and keeps them in ``memory`` (repeated per caption or beam like any memory tensor). The step
+itself, on rows rather than (B, 1, d) sequences, is :mod:`~sparsecap_engine.models.transformer_stepper`.
 """
 
 from __future__ import annotations
