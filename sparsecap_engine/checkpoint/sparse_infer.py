@@ -36,8 +36,9 @@ MODES = ("auto", "on", "off")
 CSR_COST = ((1, 1.4), (16, 2.2), (64, 4.2), (192, 5.5), (2**62, 6.5))
 
 
-#: up to this many rows, a CSR product is one matrix–vector product per row: MKL's CSR × dense kernel costs 1.0–1.9×
-#: as much for 2–3 rows (99 %-sparse 512² to 10001×512 weights, 1 thread), and pays from about 5 rows on
+#: up to this many rows, a CSR product is one matrix–vector product per row: MKL's CSR × dense kernel costs about twice
+#: as much for one row and 1.0–1.9× as much for 2–3 (99 %-sparse 512² to 10001×512 weights, 1 thread); it pays from
+#: about 5 rows on
 FEW_ROWS = 3
 
 
@@ -99,25 +100,19 @@ def _csr_matmul(weight: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
 
     Kept to a handful of ops: at batch 1 the per-call overhead, not the CSR product itself, dominates."""
     dtype = x.dtype
-    if x.numel() == x.shape[-1]:  # one row (batch-1 decoding): the matrix–vector kernel is about twice as fast
-        v = x.reshape(-1) if dtype == weight.dtype else x.reshape(-1).to(weight.dtype)
-        y = torch.mv(weight, v) if bias is None else torch.addmv(bias, weight, v)
-        y = y.reshape(*x.shape[:-1], weight.shape[0])
-        return y if dtype == weight.dtype else y.to(dtype)
     x2 = x.reshape(-1, x.shape[-1])
     if dtype != weight.dtype:
         x2 = x2.to(weight.dtype)
-    if x2.shape[0] <= FEW_ROWS:  # a few rows (beam search at batch 1): one matrix–vector product per row is faster
-        y = torch.stack([torch.mv(weight, r) if bias is None else torch.addmv(bias, weight, r) for r in x2.unbind(0)])
-        y = y.view(*x.shape[:-1], weight.shape[0])
-        return y if dtype == weight.dtype else y.to(dtype)
-    yt = torch.mm(weight, x2.t()).t()  # (rows, out), column-major
-    # row-major out, always: a strided (B, out) result would cut attention heads that miss the fused kernel (beam
-    # search's cross-attention fell back to the math path). The bias is added in the same pass that transposes.
-    if bias is None:
-        y = yt.contiguous()
+    rows = x2.shape[0]
+    if 0 < rows <= FEW_ROWS:  # batch-1 decoding, or beam search at batch 1: one matrix–vector product per row
+        ys = [torch.mv(weight, r) if bias is None else torch.addmv(bias, weight, r)
+              for r in ((x2.reshape(-1),) if rows == 1 else x2.unbind(0))]
+        y = ys[0] if rows == 1 else torch.stack(ys)
     else:
-        y = torch.add(yt, bias, out=yt.new_empty(yt.shape))
+        yt = torch.mm(weight, x2.t()).t()  # (rows, out), column-major
+        # row-major out, always: a strided (B, out) result would cut attention heads that miss the fused kernel (beam
+        # search's cross-attention fell back to the math path). The bias is added in the same pass that transposes.
+        y = yt.contiguous() if bias is None else torch.add(yt, bias, out=yt.new_empty(yt.shape))
     y = y.view(*x.shape[:-1], weight.shape[0])
     return y if dtype == weight.dtype else y.to(dtype)
 

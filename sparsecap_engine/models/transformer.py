@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,11 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.normalized_shape, self.weight * self.gain, self.bias, self.fused_eps)
+
+    def bound(self) -> Callable[[Tensor], Tensor]:
+        """``forward`` with the scaled gain computed once, for as long as the weights do not change."""
+        return partial(F.layer_norm, normalized_shape=self.normalized_shape, weight=self.weight * self.gain,
+                       bias=self.bias, eps=self.fused_eps)
 
 
 class PositionalEncoding(nn.Module):
@@ -146,7 +152,11 @@ class MultiHeadAttention(nn.Module):
         """(Q, K, V) heads of self-attention over ``x``: the projections one by one, or ``qkv_proj`` when set."""
         if self.qkv_proj is None:
             return (self.query(x), *self.keys_values(x))
-        parts = [self._heads(p) for p in self.qkv_proj(x).split(self.h * self.d_k, dim=-1)]
+        return self.assign(*(self._heads(p) for p in self.qkv_proj(x).split(self.h * self.d_k, dim=-1)))
+
+    def assign(self, *parts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(Q, K, V) from the outputs of ``stacked_projections`` in order: V *is* K with ``share_att="kv"``, K *is* Q
+        with ``"qk"``."""
         if self.share == "kv":
             return parts[0], parts[1], parts[1]
         if self.share == "qk":
@@ -340,12 +350,14 @@ class Transformer(nn.Module):
                 memory[f"cv{u}"] = v.contiguous()
         return memory
 
-    def _cross(self, memory: Memory, u: int) -> tuple[Tensor, Tensor]:
+    @staticmethod
+    def cross_kv(memory: Memory, u: int) -> tuple[Tensor, Tensor]:
+        """Unique decoder layer ``u``'s cross-attention (K, V) heads from ``prepare`` (V *is* K when shared)."""
         k = memory[f"ck{u}"]
         return k, memory.get(f"cv{u}", k)
 
     @staticmethod
-    def _cross_mask(memory: Memory) -> Tensor | None:
+    def cross_mask(memory: Memory) -> Tensor | None:
         """Cross-attention key mask (B, 1, 1, N), which ``prepare`` puts in memory whenever a region is padding; None
         otherwise (every score counts: batch-1 decoding takes the unmasked attention kernel)."""
         return memory.get("cross_mask")
@@ -362,10 +374,10 @@ class Transformer(nn.Module):
         t = tokens.shape[1]
         causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
         self_mask = causal[None, None] & (tokens != self.pad_id)[:, None, None, :]
-        cross_mask = self._cross_mask(memory)
+        cross_mask = self.cross_mask(memory)
         x = self._embed(tokens, 0)
         for u in self.dec_order:
-            x = self.decoder_layers[u](x, self_mask, self._cross(memory, u), cross_mask)
+            x = self.decoder_layers[u](x, self_mask, self.cross_kv(memory, u), cross_mask)
         return self._logprobs(x)
 
     def init_state(self, memory: Memory) -> State:

@@ -1,11 +1,11 @@
 """The Transformer's incremental decoding step, bound to the model's weights (``Transformer.step`` / ``stepper``).
 
 Walking the module tree at every step costs ~70 ``nn.Module`` calls, attribute look-ups and a gain multiplication per
-layer norm: at batch 1 on a 99 %-sparse model, that Python work costs about as much as the sparse products. A
-:class:`BoundStep` looks everything up once — each projection's fastest call (a CSR twin's bound matrix–vector product
-for one vector, the module otherwise; ``F.linear`` on a dense weight), each layer norm's scaled gain — and then runs a
-step on rows: one vector (d,) at batch 1, (B, d) otherwise, instead of (B, 1, d) sequences, so the (B, h, 1, d_k)
-attention heads are plain views of the projections (no transposes, no copies).
+layer norm (``LayerNorm.bound`` does it once): at batch 1 on a 99 %-sparse model, that Python work costs about as
+much as the sparse products. A :class:`BoundStep` looks everything up once — each projection's fastest call (a CSR
+twin's bound matrix–vector product for one vector, the module otherwise; ``F.linear`` on a dense weight), each layer
+norm's scaled gain — and then runs a step on rows: one vector (d,) at batch 1, (B, d) otherwise, instead of (B, 1, d)
+sequences, so the (B, h, 1, d_k) attention heads are plain views of the projections (no transposes, no copies).
 
 ``Transformer.step`` binds one for that single step (weights read at every step, as a training-mode supermask
 resamples them); ``Transformer.stepper()`` binds one for a whole decoding pass (greedy, sampling, beam search) in
@@ -25,18 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparsecap_engine.models.base import Memory, State
-from sparsecap_engine.models.transformer import LayerNorm, additive_mask, attention
+from sparsecap_engine.models.transformer import additive_mask, attention
 
 if TYPE_CHECKING:
     from sparsecap_engine.models.transformer import Transformer
 
 Fn = Callable[[Tensor], Tensor]
-
-
-def _norm(ln: LayerNorm) -> Fn:
-    """The layer norm with its gain scaled once (see ``LayerNorm``): one fused kernel per call."""
-    return partial(F.layer_norm, normalized_shape=ln.normalized_shape, weight=ln.weight * ln.gain, bias=ln.bias,
-                   eps=ln.fused_eps)
 
 
 def _linear(module: nn.Module) -> tuple[Fn, Fn]:
@@ -72,34 +66,29 @@ class BoundStep:
             sa, ca = layer.self_attn, layer.cross_attn
             qkv = [_linear(sa.qkv_proj)] if sa.qkv_proj is not None else [_linear(p) for p in sa.stacked_projections()]
             self.layers.append((
-                _norm(layer.norm1), qkv, len(sa.stacked_projections()), sa.share, _linear(sa.out_proj),
-                _norm(layer.norm2), _linear(ca.qk_proj if ca.share == "qk" else ca.q_proj), _linear(ca.out_proj),
-                _norm(layer.norm3), _linear(layer.ffn.w_1), _linear(layer.ffn.w_2),
+                layer.norm1.bound(), qkv, len(sa.stacked_projections()), sa.assign, _linear(sa.out_proj),
+                layer.norm2.bound(), _linear(ca.qk_proj if ca.share == "qk" else ca.q_proj), _linear(ca.out_proj),
+                layer.norm3.bound(), _linear(layer.ffn.w_1), _linear(layer.ffn.w_2),
                 _keep(sa.dropout), _keep(ca.dropout), _keep(layer.dropout), _keep(layer.ffn.dropout),
             ))
-        self.final_norm, self.generator = _norm(model.decoder_norm), _linear(model.generator)
+        self.final_norm, self.generator = model.decoder_norm.bound(), _linear(model.generator)
         self.embed, self.scale, self.embed_drop = model.embed, model.embed_scale, _keep(model.embed_dropout)
 
-    def _qkv(self, layer: tuple, x: Tensor, pick: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        """(Q, K, V) heads (B, h, 1, d_k) of rows x; V is None when it is K (``share_att="kv"``)."""
-        _, qkv, n, share = layer[:4]
+    def _qkv(self, layer: tuple, x: Tensor, pick: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(Q, K, V) heads (B, h, 1, d_k) of rows x (``MultiHeadAttention.assign``: V *is* K with shared K/V)."""
+        _, qkv, n, assign = layer[:4]
         h, d_k = self.h, self.d_k
         if len(qkv) == 1:  # the stacked projection (``MultiHeadAttention.qkv_proj``)
-            parts = qkv[0][pick](x).view(-1, n, h, 1, d_k).unbind(1)
-        else:
-            parts = tuple(p[pick](x).view(-1, h, 1, d_k) for p in qkv)
-        if share == "kv":
-            return parts[0], parts[1], None
-        if share == "qk":
-            return parts[0], parts[0], parts[1]
-        return parts[0], parts[1], parts[2]
+            return assign(*qkv[0][pick](x).view(-1, n, h, 1, d_k).unbind(1))
+        return assign(*(p[pick](x).view(-1, h, 1, d_k) for p in qkv))
 
     def __call__(self, memory: Memory, tokens: Tensor, state: State) -> tuple[Tensor, State]:
         h, d_k = self.h, self.d_k
         start = state["k0"].shape[2]
-        cross_mask = memory.get("cross_mask")  # ``prepare`` puts it there whenever a region is padding
+        model = self.model
+        cross_mask = model.cross_mask(memory)
         e = self.embed(tokens) * self.scale
-        x = e + self.model.pos.table(e.device)[start].to(e.dtype)
+        x = e + model.pos.table(e.device)[start].to(e.dtype)
         if self.embed_drop is not None:
             x = self.embed_drop(x)
         one = x.shape[0] == 1
@@ -112,16 +101,16 @@ class BoundStep:
             layer = self.layers[u]
             n1, so, n2, cq, co, n3, w1, w2, sa_drop, ca_drop, res_drop, ffn_drop = layer[:1] + layer[4:]
             q, k, v = self._qkv(layer, n1(x), pick)
+            shared = v is k
             k = new[f"k{i}"] = torch.cat([state[f"k{i}"], k], dim=2)
-            if v is None:
+            if shared:
                 v = k
             else:
                 v = new[f"v{i}"] = torch.cat([state[f"v{i}"], v], dim=2)
             a = so[pick](_attend(q, k, v, None, sa_drop).view(shape))
             x = x + (a if res_drop is None else res_drop(a))
             q = cq[pick](n2(x)).view(-1, h, 1, d_k)
-            ck = memory[f"ck{u}"]
-            a = co[pick](_attend(q, ck, memory.get(f"cv{u}", ck), cross_mask, ca_drop).view(shape))
+            a = co[pick](_attend(q, *model.cross_kv(memory, u), cross_mask, ca_drop).view(shape))
             x = x + (a if res_drop is None else res_drop(a))
             f = torch.relu(w1[pick](n3(x)))
             f = w2[pick](f if ffn_drop is None else ffn_drop(f))
