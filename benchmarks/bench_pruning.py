@@ -98,8 +98,33 @@ def batch_for(model, images: int, per_img: int, length: int, regions: int = 36):
     return batch, tokens
 
 
+def print_profile(variant, batch, tokens, per_img: int, steps: int) -> None:
+    """torch.profiler's table of ``steps`` supermask training steps (top 25 operators by their own time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, method, groups, opt = variant
+    cuda = tokens.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for step in range(steps):
+            method.before_step(FIRST_STEP + step)
+            memory = model.expand_memory(model.encode(batch), per_img)
+            loss = caption_xe(model(memory, tokens[:, :-1]).float(), tokens[:, 1:], 0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(groups[0]["params"], 1.0)
+            opt.step()
+            method.after_step(FIRST_STEP + step)
+        if cuda:
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+    if cuda:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
+
+
 def bench_step(name: str, steps: int, warmup: int, images: int, per_img: int, length: int,
-               device: str = "cpu") -> dict[str, float]:
+               device: str = "cpu", profile: int = 0) -> dict[str, float]:
     """Dense and supermask models built side by side; their steps alternate so machine load hits both alike."""
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -117,6 +142,7 @@ def bench_step(name: str, steps: int, warmup: int, images: int, per_img: int, le
     batch, tokens = batch_for(variants["dense"][0], images, per_img, length)
     batch, tokens = {k: v.to(dev) for k, v in batch.items()}, tokens.to(dev)
     times: dict[str, list[float]] = {kind: [] for kind in variants}
+    after: list[float] = []
     for step in range(warmup + steps):
         for kind, (model, method, groups, opt) in variants.items():
             sync()
@@ -133,11 +159,19 @@ def bench_step(name: str, steps: int, warmup: int, images: int, per_img: int, le
             torch.nn.utils.clip_grad_norm_(groups[0]["params"], 1.0)
             opt.step()
             if method:
+                sync()
+                t1 = time.perf_counter()
                 method.after_step(FIRST_STEP + step)
+                sync()
+                if step >= warmup:
+                    after.append(time.perf_counter() - t1)
             sync()
             if step >= warmup:
                 times[kind].append(time.perf_counter() - t0)
+    if profile:
+        print_profile(variants["supermask"], batch, tokens, per_img, profile)
     results = {f"{kind}_s": statistics.median(t) for kind, t in times.items()}
+    results["supermask_after_step_s"] = statistics.median(after)  # the threshold's update between steps
     results.update({f"{kind}_min_s": min(t) for kind, t in times.items()})
     results["ratio_supermask_over_dense"] = results["supermask_s"] / results["dense_s"]
     results["ratio_min"] = results["supermask_min_s"] / results["dense_min_s"]  # least disturbed by machine load
@@ -157,6 +191,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--device", default="cpu", help="cpu | cuda: where the training steps run (masks: CPU)")
     ap.add_argument("--skip-mask", action="store_true", help="time the training steps only")
+    ap.add_argument("--profile", type=int, default=0, help="also print torch.profiler's table of N supermask steps")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -164,7 +199,7 @@ def main() -> None:
     if not args.skip_mask:
         out["mask"] = bench_mask(args.model, args.repeats)
     out["step"] = bench_step(args.model, args.steps, args.warmup, args.images, args.captions, args.length,
-                             args.device)
+                             args.device, args.profile)
     if args.json:
         print(json.dumps(out, indent=1))
         return
@@ -180,6 +215,7 @@ def main() -> None:
           f"→ supermask/dense = {s['ratio_supermask_over_dense']:.2f}× (target ≤ 1.3)")
     print(f"training step (min):    dense {s['dense_min_s']:.3f} s, supermask {s['supermask_min_s']:.3f} s "
           f"→ supermask/dense = {s['ratio_min']:.2f}×")
+    print(f"of the supermask step, the threshold's update after it (median): {s['supermask_after_step_s']:.3f} s")
 
 
 if __name__ == "__main__":

@@ -1,29 +1,44 @@
 #!/usr/bin/env bash
-# The CUDA path end to end, on the GPU(s) of this machine (issue 14), in about 8 minutes on one GPU:
+# The CUDA path end to end, on the GPU(s) of this machine (issue 14), in about 5 minutes on one GPU:
 #   1. AMP training (bf16 where the GPU has it, else fp16 + GradScaler) of ud-paper and ort-paper on the synthetic
 #      scenes' region features: images/s and peak memory from the run's own events;
-#   2. supermask and gradual pruning runs on the GPU;
-#   3. greedy and beam-3 decoding (`eval`), sparse export (fp16) and loading it to caption a fresh scene on the GPU;
+#   2. supermask and gradual pruning runs, and SCST fine-tuning, on the GPU;
+#   3. greedy and beam-3 decoding (`eval`, scored against the same checkpoint decoded on the CPU), sparse export
+#      (fp16) and loading it to caption a fresh scene on the GPU;
 #   4. the supermask / dense training-step ratio (benchmarks/bench_pruning.py --device cuda);
-#   5. `--nproc N` (torchrun, NCCL) over all visible GPUs, resumed once.
-# Any error stops the script with a non-zero status (set -e) and says which stage failed.
+#   5. `--nproc N` (torchrun, NCCL) over all visible GPUs, resumed once; asking for more processes than GPUs must be
+#      refused with one line on every rank.
+# Every stage runs even when an earlier one failed (a stage that needs a failed one's output fails too); the script
+# ends with the list of failed stages and a non-zero status if there is any.
 #
 #   bash benchmarks/gpu_check.sh            # OUT=/some/dir to keep the runs (default: a temporary folder)
 #   DEVICE=cpu UD=ud-small ORT=ort-xsmall STEPS=20 NPROC=2 bash benchmarks/gpu_check.sh   # the script's own dry run
-set -euo pipefail
+#   PROFILE=3 bash benchmarks/gpu_check.sh  # also torch.profiler's table of 3 supermask training steps per model
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d /tmp/sparsecap-gpu-check.XXXXXX)}
 DEVICE=${DEVICE:-cuda}
 UD=${UD:-ud-paper}
 ORT=${ORT:-ort-paper}
 STEPS=${STEPS:-300}
+PY=${PYTHON:-python3}  # the interpreter that holds torch (GPU images often have python3 only)
 RUNS="$OUT/runs"
-STAGE=start
-trap 'echo "gpu_check: FAILED at stage: $STAGE (outputs in $OUT)" >&2' ERR
-stage() { STAGE="$*"; printf '\n== %s  [%s]\n' "$*" "$(date +%T)"; }
+FAILED=()
+# stage TITLE FUNCTION: run FUNCTION in a subshell that stops at its first error; record the stage if it failed
+stage() {
+  local title=$1
+  shift
+  printf '\n== %s  [%s]\n' "$title" "$(date +%T)"
+  (set -e; "$@")  # not inside `if`: bash ignores set -e in a condition's commands, subshells included
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    FAILED+=("$title")
+    echo "gpu_check: FAILED ($rc): $title" >&2
+  fi
+}
 
-stage "devices"
-python - "$DEVICE" <<'EOF'
+devices() {
+"$PY" - "$DEVICE" <<'PYEOF'
 import sys
 
 import torch
@@ -35,11 +50,12 @@ for i in range(torch.cuda.device_count()):
     p = torch.cuda.get_device_properties(i)
     print(f"cuda:{i} {p.name}, {p.total_memory / 2**30:.0f} GiB, bf16 {torch.cuda.is_bf16_supported()}")
 print("torch", torch.__version__, "CUDA", torch.version.cuda)
-EOF
+PYEOF
 sparsecap doctor || true  # SPICE may be unavailable offline: informative only
+}
 
 report() {  # images/s (median over the log events) and peak memory of a run, from its events.jsonl
-python - "$1" <<'EOF'
+"$PY" - "$1" <<'PYEOF'
 import json
 import statistics
 import sys
@@ -54,44 +70,63 @@ end = events[-1]
 print(f"{sys.argv[1].rsplit('/', 1)[-1]}: {start['params'] / 1e6:.1f} M params, AMP {start.get('amp')}, "
       f"{start.get('processes', 1)} process(es): {rate:.0f} images/s, peak {peak / 1024:.2f} GiB per process, "
       f"status {end.get('status')}, best CIDEr-D {end.get('best_cider')}")
-EOF
+PYEOF
 }
 
 COMMON=(--features auto --device "$DEVICE" --amp --runs-root "$RUNS" -q)
-for preset in "$UD" "$ORT"; do
-  stage "train $preset: $STEPS steps, AMP"
-  sparsecap train --preset "$preset" --name "$preset" --steps "$STEPS" --batch-size 50 --val-every "$STEPS" \
+train_preset() {
+  sparsecap train --preset "$1" --name "$1" --steps "$STEPS" --batch-size 50 --val-every "$STEPS" \
     --set train.val_images=200 "${COMMON[@]}"
-  report "$RUNS/$preset"
-done
-
-for method in supermask gradual; do
-  stage "prune $UD with $method to 95 %: $((STEPS * 2 / 3)) steps"
-  sparsecap prune --method "$method" --sparsity 0.95 --preset "$UD" --name "ud-$method" --steps $((STEPS * 2 / 3)) \
+  report "$RUNS/$1"
+}
+prune_ud() {
+  sparsecap prune --method "$1" --sparsity 0.95 --preset "$UD" --name "ud-$1" --steps $((STEPS * 2 / 3)) \
     --batch-size 50 --val-every $((STEPS * 2 / 3)) --set train.val_images=200 "${COMMON[@]}"
-  report "$RUNS/ud-$method"
-done
+  report "$RUNS/ud-$1"
+}
+scst_ud() {
+  sparsecap train --scst --from "$RUNS/$UD" --name ud-scst --steps 40 --batch-size 25 --val-every 40 \
+    --set train.val_images=100 --device "$DEVICE" --amp --runs-root "$RUNS" -q
+  report "$RUNS/ud-scst"
+}
+decode() {
+  for device in "$DEVICE" cpu; do
+    for beam in 1 3; do
+      echo "eval on $device, beam $beam:"
+      sparsecap eval "$RUNS/ud-supermask" --split test --limit 200 --beam "$beam" --device "$device" \
+        --metrics cider,bleu --per-image "$OUT/eval-$device-beam$beam.json" | grep -E "CIDEr|BLEU-4" || true
+    done
+  done
+  "$PY" - "$OUT" "$DEVICE" <<'PYEOF'
+import json
+import sys
 
-stage "decoding on $DEVICE: greedy and beam 3 (test split, 200 images)"
-sparsecap eval "$RUNS/ud-supermask" --split test --limit 200 --device "$DEVICE"
-sparsecap eval "$RUNS/ud-supermask" --split test --limit 200 --beam 3 --device "$DEVICE"
-
-stage "sparse export (fp16) and captioning with it on $DEVICE"
-sparsecap export "$RUNS/ud-supermask" --out "$OUT/ud-supermask.safetensors" --values fp16
-sparsecap inspect "$OUT/ud-supermask.safetensors" | tail -5
-sparsecap data scene --out "$OUT/scene.png"
-sparsecap caption "$OUT/scene.png" --checkpoint "$OUT/ud-supermask.safetensors" --device "$DEVICE" --beam 3
-
-stage "supermask vs dense training step on $DEVICE ($UD, $ORT)"
-python benchmarks/bench_pruning.py --model "$UD" --device "$DEVICE" --skip-mask --steps 20 --warmup 5 --images 50
-python benchmarks/bench_pruning.py --model "$ORT" --device "$DEVICE" --skip-mask --steps 20 --warmup 5 --images 50
-
-GPUS=${NPROC:-$(python -c "import torch; print(torch.cuda.device_count())")}
-stage "torchrun over $GPUS process(es): $UD, 100 steps, then resumed to 150"
-sparsecap train --nproc "$GPUS" --preset "$UD" --name ddp --steps 100 --batch-size $((50 * GPUS)) \
-  --val-every 50 --set train.val_images=200 "${COMMON[@]}"
-report "$RUNS/ddp"
-python - "$RUNS/ddp" <<'EOF'
+out, device = sys.argv[1:]
+for beam in (1, 3):
+    gpu, cpu = (json.load(open(f"{out}/eval-{d}-beam{beam}.json")) for d in (device, "cpu"))
+    caps = {r["image_id"]: r["caption"] for r in gpu}
+    same = sum(caps[r["image_id"]] == r["caption"] for r in cpu)
+    print(f"beam {beam}: {same} of {len(cpu)} captions identical on {device} and cpu")
+PYEOF
+}
+export_and_caption() {
+  sparsecap export "$RUNS/ud-supermask" --out "$OUT/ud-supermask.safetensors" --values fp16
+  sparsecap inspect "$OUT/ud-supermask.safetensors" | tail -5
+  sparsecap data scene --out "$OUT/scene.png"
+  sparsecap caption "$OUT/scene.png" --checkpoint "$OUT/ud-supermask.safetensors" --device "$DEVICE" --beam 3
+}
+step_ratio() {
+  for model in "$UD" "$ORT"; do
+    "$PY" benchmarks/bench_pruning.py --model "$model" --device "$DEVICE" --skip-mask --steps 20 --warmup 5 --images 50 \
+      ${PROFILE:+--profile "$PROFILE"}
+  done
+}
+GPUS=${NPROC:-$("$PY" -c "import torch; print(torch.cuda.device_count())")}
+ddp() {
+  sparsecap train --nproc "$GPUS" --preset "$UD" --name ddp --steps 100 --batch-size $((50 * GPUS)) \
+    --val-every 50 --set train.val_images=200 "${COMMON[@]}"
+  report "$RUNS/ddp"
+  "$PY" - "$RUNS/ddp" <<'PYEOF'
 import sys
 import tomllib
 from pathlib import Path
@@ -100,9 +135,42 @@ path = Path(sys.argv[1]) / "config.toml"
 text = path.read_text().replace("steps = 100\n", "steps = 150\n", 1)
 assert tomllib.loads(text)["train"]["steps"] == 150
 path.write_text(text)  # a longer schedule to resume into (the run's own config: --resume takes no --steps)
-EOF
-sparsecap train --nproc "$GPUS" --resume --name ddp --runs-root "$RUNS" -q
-report "$RUNS/ddp"
+PYEOF
+  sparsecap train --nproc "$GPUS" --resume --name ddp --runs-root "$RUNS" -q
+  report "$RUNS/ddp"
+}
+too_many_processes() {  # more processes than GPUs: one line per rank, a non-zero exit, no traceback, no hang
+  local n=$((GPUS + 1)) log="$OUT/too-many.log"
+  if SPARSECAP_DEBUG= timeout 120 sparsecap train --nproc "$n" --preset "$UD" --name too-many --steps 5 --batch-size $((10 * n)) \
+      "${COMMON[@]}" >"$log" 2>&1; then
+    echo "gpu_check: --nproc $n on $GPUS GPU(s) was not refused" >&2
+    return 1
+  fi
+  cat "$log"
+  ! grep -q Traceback "$log"
+  grep -q "CUDA device(s) here" "$log"
+}
 
-stage "done"
+stage "devices" devices
+for preset in "$UD" "$ORT"; do
+  stage "train $preset: $STEPS steps, AMP" train_preset "$preset"
+done
+for method in supermask gradual; do
+  stage "prune $UD with $method to 95 %: $((STEPS * 2 / 3)) steps" prune_ud "$method"
+done
+stage "SCST fine-tuning of $UD: 40 steps, AMP" scst_ud
+stage "decoding on $DEVICE and cpu: greedy and beam 3 (test split, 200 images)" decode
+stage "sparse export (fp16) and captioning with it on $DEVICE" export_and_caption
+stage "supermask vs dense training step on $DEVICE ($UD, $ORT)" step_ratio
+stage "torchrun over $GPUS process(es): $UD, 100 steps, then resumed to 150" ddp
+if [ "$DEVICE" != cpu ]; then
+  stage "--nproc $((GPUS + 1)) on $GPUS GPU(s) is refused" too_many_processes
+fi
+
+printf '\n== done  [%s]\n' "$(date +%T)"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  printf 'gpu_check: %d stage(s) FAILED (outputs in %s):\n' "${#FAILED[@]}" "$OUT" >&2
+  printf '  - %s\n' "${FAILED[@]}" >&2
+  exit 1
+fi
 echo "gpu_check: all stages passed; outputs in $OUT"

@@ -80,7 +80,7 @@ def _fast_exit_after(args: list[str]) -> bool:
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: typer handles usage errors and help; our errors become one red line."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+    debug = "--debug" in args or os.environ.get("SPARSECAP_DEBUG", "") not in ("", "0")  # scripts: every command
     try:
         try:
             torchrun_args = torchrun_argv(args)
