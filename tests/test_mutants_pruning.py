@@ -271,12 +271,21 @@ def test_supermask_training_samples_without_grad_follow_shift_and_sharpness():
         assert not bool(sm(w).any())
 
 
-def test_kth_smallest_is_exactly_kthvalue_step_after_step():
+def _kth_one_copy(tensors, k, sample):
+    from sparsecap_engine.pruning.smp_control import kth_smallest_one_copy
+
+    return kth_smallest_one_copy(torch.cat([t.reshape(-1) for t in tensors]), k, sample)
+
+
+@pytest.mark.parametrize("variant", ["per-tensor", "one-copy"])
+def test_kth_smallest_is_exactly_kthvalue_step_after_step(variant: str):
     """The sampled selection gives torch.kthvalue's value bit for bit: logits drifting step to step, ties, a far
     jump, every rank from the first to the last, a sample that misleads (a pattern with the sample's stride: the full
-    selection runs); and near the middle it selects among a few values, not all."""
-    from sparsecap_engine.pruning.smp_control import kth_smallest
+    selection runs); and near the middle it selects among a few values, not all. Both variants: the CPU's (per
+    tensor, no concatenated copy) and the GPU's (one copy, sorts, one host sync), run here on the CPU."""
+    from sparsecap_engine.pruning.smp_control import kth_smallest as per_tensor
 
+    kth_smallest = per_tensor if variant == "per-tensor" else _kth_one_copy
     g = torch.Generator().manual_seed(0)
     tensors = [torch.randn(300, 40, generator=g) + 5.0, torch.randn(1000, generator=g) + 5.0, torch.full((50,), 5.0)]
     sample = 1000  # small tensors take the sampled path too
@@ -290,13 +299,14 @@ def test_kth_smallest_is_exactly_kthvalue_step_after_step():
         want = float(torch.kthvalue(torch.cat([t.reshape(-1) for t in tensors]), k).values)
         assert kth_smallest(tensors, k, sample) == want, step
     calls = []
-    real = torch.kthvalue
+    real_kth, real_sort = torch.kthvalue, torch.Tensor.sort
     try:
-        torch.kthvalue = lambda x, k: calls.append(x.numel()) or real(x, k)  # type: ignore[assignment]
+        torch.kthvalue = lambda x, k: calls.append(x.numel()) or real_kth(x, k)  # type: ignore[assignment]
+        torch.Tensor.sort = lambda x, *a, **kw: calls.append(x.numel()) or real_sort(x, *a, **kw)  # type: ignore
         kth_smallest(tensors, n // 2, sample)
         kth_smallest(tensors, n // 2 + 3, sample)
     finally:
-        torch.kthvalue = real  # type: ignore[assignment]
+        torch.kthvalue, torch.Tensor.sort = real_kth, real_sort  # type: ignore[method-assign]
     assert calls and max(calls) < n / 4  # a selection among a few, not all
     stride = n // sample  # every sampled value is huge, every other one tiny: the bounds mislead
     trap = [torch.where(torch.arange(n) % stride == 0, 100.0, -100.0) + torch.rand(n, generator=g)]

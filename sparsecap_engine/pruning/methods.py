@@ -118,7 +118,7 @@ class PruneMethod:
         """Current sparsity over the masked tensors (hard masks)."""
         hard = self.masks.hard()
         numel = sum(m.numel() for m in hard.values())
-        kept = sum(int(torch.count_nonzero(m)) for m in hard.values())
+        kept = int(torch.stack([torch.count_nonzero(m) for m in hard.values()]).sum()) if hard else 0  # one sync
         return 1.0 - kept / max(1, numel)
 
     def ready(self, step: int) -> bool:
