@@ -115,6 +115,9 @@ def test_bad_input_gives_one_line_errors(tmp_path: Path):
     assert "unknown model" in msg
     res = sparsecap("--debug", "eval", str(tmp_path / "nowhere"))
     assert res.returncode != 0 and "Traceback" in res.stderr
+    for value, traceback in (("1", True), ("0", False), ("", False)):  # scripts: SPARSECAP_DEBUG=1 for every command
+        res = sparsecap("eval", str(tmp_path / "nowhere"), env={**os.environ, "SPARSECAP_DEBUG": value})
+        assert res.returncode != 0 and ("Traceback" in res.stderr) == traceback, value
 
 
 @pytest.mark.slow
