@@ -98,23 +98,32 @@ def batch_for(model, images: int, per_img: int, length: int, regions: int = 36):
     return batch, tokens
 
 
+def train_step(variant, batch, tokens, per_img: int, step: int) -> None:
+    """One training step of a (model, method, groups, optimiser) variant, up to the method's ``after_step``."""
+    model, method, groups, opt = variant
+    if method:
+        method.before_step(step)
+    memory = model.expand_memory(model.encode(batch), per_img)
+    loss = caption_xe(model(memory, tokens[:, :-1]).float(), tokens[:, 1:], 0)
+    extra = method.extra_loss(step) if method else None
+    if extra is not None:  # the paper recipe's sparsity loss (the robust one has none)
+        loss = loss + extra
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(groups[0]["params"], 1.0)
+    opt.step()
+
+
 def print_profile(variant, batch, tokens, per_img: int, steps: int) -> None:
     """torch.profiler's table of ``steps`` supermask training steps (top 25 operators by their own time)."""
     from torch.profiler import ProfilerActivity, profile
 
-    model, method, groups, opt = variant
     cuda = tokens.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
-        for step in range(steps):
-            method.before_step(FIRST_STEP + step)
-            memory = model.expand_memory(model.encode(batch), per_img)
-            loss = caption_xe(model(memory, tokens[:, :-1]).float(), tokens[:, 1:], 0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(groups[0]["params"], 1.0)
-            opt.step()
-            method.after_step(FIRST_STEP + step)
+        for step in range(FIRST_STEP, FIRST_STEP + steps):
+            train_step(variant, batch, tokens, per_img, step)
+            variant[1].after_step(step)
         if cuda:
             torch.cuda.synchronize()
     key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
@@ -144,20 +153,11 @@ def bench_step(name: str, steps: int, warmup: int, images: int, per_img: int, le
     times: dict[str, list[float]] = {kind: [] for kind in variants}
     after: list[float] = []
     for step in range(warmup + steps):
-        for kind, (model, method, groups, opt) in variants.items():
+        for kind, variant in variants.items():
+            method = variant[1]
             sync()
             t0 = time.perf_counter()
-            if method:
-                method.before_step(FIRST_STEP + step)
-            memory = model.expand_memory(model.encode(batch), per_img)
-            loss = caption_xe(model(memory, tokens[:, :-1]).float(), tokens[:, 1:], 0)
-            extra = method.extra_loss(FIRST_STEP + step) if method else None
-            if extra is not None:  # the paper recipe's sparsity loss (the robust one has none)
-                loss = loss + extra
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(groups[0]["params"], 1.0)
-            opt.step()
+            train_step(variant, batch, tokens, per_img, FIRST_STEP + step)
             if method:
                 sync()
                 t1 = time.perf_counter()

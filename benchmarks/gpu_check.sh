@@ -93,8 +93,9 @@ decode() {
   for device in "$DEVICE" cpu; do
     for beam in 1 3; do
       echo "eval on $device, beam $beam:"
-      sparsecap eval "$RUNS/ud-supermask" --split test --limit 200 --beam "$beam" --device "$device" \
-        --metrics cider,bleu --per-image "$OUT/eval-$device-beam$beam.json" | grep -E "CIDEr|BLEU-4" || true
+      scores=$(sparsecap eval "$RUNS/ud-supermask" --split test --limit 200 --beam "$beam" --device "$device" \
+        --metrics cider,bleu --per-image "$OUT/eval-$device-beam$beam.json")  # a failed eval stops the stage
+      grep -E "CIDEr|BLEU-4" <<<"$scores" || true
     done
   done
   "$PY" - "$OUT" "$DEVICE" <<'PYEOF'

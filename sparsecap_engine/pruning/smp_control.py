@@ -55,19 +55,25 @@ def kth_smallest(tensors: list[Tensor], k: int, sample: int = SAMPLE) -> float:
     n = sum(f.numel() for f in flat)
     stride = n // sample
     if stride >= 4:
-        picked = torch.cat([f[::stride] for f in flat]).cpu()
+        picked = torch.cat([f[::stride] for f in flat])
         size = picked.numel()
-        p = k / n
-        spread = SIGMAS * math.sqrt(size * p * (1.0 - p)) + 32.0
-        lo_rank, hi_rank = math.floor(p * size - spread), math.ceil(p * size + spread)
+        lo_rank, hi_rank = sample_bounds(k, n, size)
         lo = float(torch.kthvalue(picked, lo_rank).values) if lo_rank >= 1 else -math.inf
         hi = float(torch.kthvalue(picked, hi_rank).values) if hi_rank <= size else math.inf
         below = sum(int(torch.count_nonzero(f < lo)) for f in flat)
         if below < k:
             inside = [f[(f >= lo) & (f <= hi)] for f in flat]
             if k <= below + sum(x.numel() for x in inside):
-                return float(torch.kthvalue(torch.cat(inside).cpu(), k - below).values)
-    return float(torch.kthvalue(torch.cat(flat).cpu(), k).values)
+                return float(torch.kthvalue(torch.cat(inside), k - below).values)
+    return float(torch.kthvalue(torch.cat(flat), k).values)
+
+
+def sample_bounds(k: int, n: int, size: int) -> tuple[int, int]:
+    """The 1-based ranks, in a sample of ``size`` of ``n`` values, of two bounds that hold the k-th smallest value
+    with near certainty: its expected sample rank ± ``SIGMAS`` standard deviations (and 32 ranks)."""
+    p = k / n
+    spread = SIGMAS * math.sqrt(size * p * (1.0 - p)) + 32.0
+    return math.floor(p * size - spread), math.ceil(p * size + spread)
 
 
 def kth_smallest_one_copy(values: Tensor, k: int, sample: int = SAMPLE) -> float:
@@ -80,9 +86,7 @@ def kth_smallest_one_copy(values: Tensor, k: int, sample: int = SAMPLE) -> float
     if stride >= 4:
         picked = values[::stride].sort().values
         size = picked.numel()
-        p = k / n
-        spread = SIGMAS * math.sqrt(size * p * (1.0 - p)) + 32.0
-        lo_rank, hi_rank = math.floor(p * size - spread), math.ceil(p * size + spread)
+        lo_rank, hi_rank = sample_bounds(k, n, size)
         lo = picked[lo_rank - 1] if lo_rank >= 1 else values.new_tensor(-math.inf)
         hi = picked[hi_rank - 1] if hi_rank <= size else values.new_tensor(math.inf)
         below = int(torch.count_nonzero(values < lo))  # the one sync of the common case, with the gather's
