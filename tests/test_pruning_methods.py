@@ -249,3 +249,63 @@ def test_snip_method_uses_the_configured_saliency():
     with pytest.raises(UsageError, match="prune.snip_saliency"):
         SnipMethod(0.5, snip_saliency="sign")
     assert SnipMethod(0.5, snip_saliency="signed").snip_saliency == "signed"
+
+
+def _regions_model(vocab: int) -> nn.Module:
+    cfg = preset("ud-small")
+    cfg.update(rnn_size=32, input_encoding_size=16, att_hid_size=16, drop_prob_lm=0.0, encoder="regions",
+               encoder_args={"feat_dim": 12})
+    torch.manual_seed(0)
+    return build_model(cfg, vocab_size=vocab)
+
+
+def _snip_on_words(vocab: int, words: range, sparsity: float = 0.9) -> SnipMethod:
+    """SNIP on one saliency batch whose captions use only ``words`` (ids ≥ 4; 0 pad, 2 bos, 3 eos)."""
+    from sparsecap_engine.training.losses import caption_xe
+
+    model = _regions_model(vocab)
+    gen = torch.Generator().manual_seed(1)
+    feats = torch.randn(6, 5, 12, generator=gen)
+    choice = torch.tensor(list(words))
+    tokens = choice[torch.randint(0, len(choice), (6, 9), generator=gen)]
+    tokens[:, 0], tokens[:, -1] = 2, 3
+
+    def loss_fn(m: nn.Module, i: int) -> torch.Tensor:
+        return caption_xe(m(m.encode({"att_feats": feats}), tokens[:, :-1]), tokens[:, 1:], 0)
+
+    method = SnipMethod(sparsity)
+    method.attach(model)
+    method.loss_fn = loss_fn
+    method.before_step(0)
+    return method
+
+
+def test_output_vocabulary_counts_the_rows_that_keep_a_weight():
+    from sparsecap_engine.pruning.report import output_vocabulary
+
+    model = _regions_model(30)
+    assert output_vocabulary(model) == {"layer": "decoder.logit.weight", "words": 30, "emit": 30}  # dense
+    masks = {"decoder.logit.weight": torch.ones(30, 32, dtype=torch.bool)}
+    masks["decoder.logit.weight"][[3, 7, 8]] = False
+    masks["decoder.logit.weight"][9, 1:] = False  # one weight left: still a word the model can choose
+    assert output_vocabulary(model, masks)["emit"] == 27
+    with torch.no_grad():  # a plain pruned model: zero rows count as empty
+        model.decoder.logit.weight[:5] = 0.0
+    assert output_vocabulary(model)["emit"] == 25
+    assert output_vocabulary(mlp()) is None  # no caption model, no vocabulary
+
+
+def test_snip_drops_the_output_rows_of_words_its_saliency_batch_never_shows_and_says_so():
+    from sparsecap_engine.pruning.report import output_vocabulary
+
+    method = _snip_on_words(200, range(4, 14), sparsity=0.97)  # a batch that shows 10 of 196 words
+    rows = method.masks.hard()["decoder.logit.weight"].any(dim=1)
+    assert rows[4:14].all() and rows[3]  # every word it saw keeps its row, <eos> too
+    assert int(rows[14:].sum()) <= 2  # of the 186 it never saw, (almost) none does
+    emit = output_vocabulary(method.model)["emit"]
+    (warning,) = [w for w in method.warnings if "keep no output weight" in w]
+    assert warning.startswith(f"decoder.logit.weight: {200 - emit:,} of 200 words keep no output weight")
+    # a batch that shows the whole vocabulary loses no word and warns of none
+    method = _snip_on_words(24, range(4, 24), sparsity=0.5)
+    assert output_vocabulary(method.model)["emit"] >= 20
+    assert not [w for w in method.warnings if "keep no output weight" in w]

@@ -54,8 +54,9 @@ def snip_scores(weights: dict[str, Tensor], grads: dict[str, Tensor], masks=None
                 saliency: str = "abs") -> dict[str, Tensor]:
     """SNIP connection saliency ``|g ⊙ w|`` (Lee et al. 2019).
 
-    ``saliency="signed"`` reproduces the reference: the signed ``g ⊙ w`` divided by its global sum, so a weight whose
-    removal would *lower* the loss ranks lowest, and a negative sum inverts the whole ranking (its defect, kept for
+    ``saliency="signed"`` reproduces the reference: the signed ``g ⊙ w`` (= ∂L/∂m at m = 1) divided by its global sum.
+    With a positive sum the most negative ``g ⊙ w`` ranks lowest and goes first: the weight whose removal would
+    *raise* the loss most, to first order; a negative sum inverts the whole ranking (its defect, kept for
     reproduction). Already-pruned weights score below every live one."""
     if saliency not in SNIP_SALIENCY:
         raise UsageError(f"unknown SNIP saliency {saliency!r}; choose from {', '.join(SNIP_SALIENCY)}")

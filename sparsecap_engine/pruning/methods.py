@@ -30,7 +30,7 @@ from sparsecap_engine.pruning.criteria import (
     snip_scores,
 )
 from sparsecap_engine.pruning.masks import MaskSet, Supermask, attach
-from sparsecap_engine.pruning.report import nnz_within, sparsity_report, summary
+from sparsecap_engine.pruning.report import nnz_within, output_vocabulary, sparsity_report, summary
 from sparsecap_engine.pruning.smp_control import cubic_target, keep_thresholds, layer_floors
 from sparsecap_engine.pruning.ste import kept_count
 
@@ -424,6 +424,8 @@ class GradualMethod(PruneMethod):
 
 #: SNIP's saliency batches: each is a forward and backward pass before the first step
 MAX_SNIP_BATCHES = 10_000
+#: output rows no caption targets (<pad>, <bos>, ...): empty ones are no loss
+SPECIAL_ROWS = 4
 
 
 @register_method("snip")
@@ -467,8 +469,22 @@ class SnipMethod(PruneMethod):
     def prune_now(self) -> None:
         sel = select_global(self.saliency(), self.target, self.min_density)
         self.masks.set(sel.masks)
-        self.warnings = sel.warnings()
+        self.warnings = sel.warnings() + self.vocabulary_warnings(sel.masks)
         self.done = True
+
+    def vocabulary_warnings(self, masks: dict[str, Tensor]) -> list[str]:
+        """``|g ⊙ w|`` ranks a word's output row by how often the saliency batches use it (a word that is no target
+        there gets only ``p ≈ 1/V``), so with a large vocabulary the output layer keeps a few hundred frequent words
+        (``benchmarks/snip_vocab.py``; more batches do not widen it): say so when more than the special tokens and 1 %
+        of the vocabulary can no longer be chosen."""
+        vocab = output_vocabulary(self.model, masks)
+        if vocab is None:
+            return []
+        dead = vocab["words"] - vocab["emit"]
+        if dead <= max(SPECIAL_ROWS, 0.01 * vocab["words"]):
+            return []
+        return [f"{vocab['layer']}: {dead:,} of {vocab['words']:,} words keep no output weight, so the model can never "
+                "choose them (SNIP ranks each word's output row by how often its saliency batches use the word)"]
 
     def before_step(self, step: int) -> None:
         if not self.done:

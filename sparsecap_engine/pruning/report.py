@@ -58,6 +58,32 @@ def sparsity_report(model: nn.Module, masks: dict[str, Tensor] | None = None) ->
     return {"tensors": tensors, "pruned": _total(pruned_rows), "all": _total(all_rows)}
 
 
+@torch.no_grad()
+def output_vocabulary(model: nn.Module, masks: dict[str, Tensor] | None = None) -> dict[str, Any] | None:
+    """How many words the pruned output projection can still choose: ``{"layer", "words", "emit"}``.
+
+    The output projection is the prunable ``nn.Linear`` with one output per vocabulary entry (the model config's
+    ``vocab_size``). A word whose row keeps no weight has its bias alone as its logit, the same for every image and
+    context: the model cannot choose it. ``None`` when the model has no such layer."""
+    config = getattr(model, "config", None)
+    vocab = config.get("vocab_size") if isinstance(config, dict) else None
+    if not vocab:
+        return None
+    found = None
+    for name, where in _scan(model).items():
+        module, pname = where[0]
+        if isinstance(module, nn.Linear) and module.out_features == vocab:
+            found = name, module, pname  # the last one: the output sits at the end of the decoder
+    if found is None:
+        return None
+    name, module, pname = found
+    if masks is None:
+        masks = {n: slot.hard() for n, slot in find_masks(model).items()}
+    kept = masks[name] if name in masks else _raw_param(module, pname)
+    emit = int((kept != 0).any(dim=1).sum())
+    return {"layer": name, "words": int(vocab), "emit": emit}
+
+
 def nnz_within(sparsity: float, target: float, tolerance: float = 0.05) -> bool:
     """Reference rule for ``best``: ``|(1 − s_t) − (1 − s)| / (1 − s_t) ≤ 5 %`` (NNZ within 5 % of the target's)."""
     density_t = 1.0 - target
