@@ -75,6 +75,28 @@ def test_inspect_json_schema_and_numbers(dense_ckpt: Path, tmp_path: Path):
     assert dense["totals"] == sparse["totals"]
 
 
+def test_inspect_counts_the_words_the_output_layer_can_still_choose(tmp_path: Path):
+    import torch
+
+    model = pruned_updown(0.95)
+    with torch.no_grad():
+        model.decoder.logit.weight[[4, 9, 10]] = 0.0  # three words lose their whole output row
+        model.decoder.logit.weight[11, 1:] = 0.0  # one keeps a single weight: still a word it can choose
+        model.decoder.logit.weight[11, 0] = 0.5
+    alive = int((model.decoder.logit.weight != 0).any(dim=1).sum())
+    path = tmp_path / "cut.safetensors"
+    save_model(path, model, vocab_for(model))
+    for ckpt in (path, tmp_path / "cut-sparse.safetensors"):
+        if ckpt != path:
+            _export(path, ckpt)
+        res = runner.invoke(app, ["inspect", str(ckpt), "--json"])
+        words = json.loads(res.stdout)["output_words"]
+        assert words == {"layer": "decoder.logit.weight", "words": model.config["vocab_size"], "emit": alive}
+        assert alive <= model.config["vocab_size"] - 3
+    res = runner.invoke(app, ["inspect", str(path)])
+    assert f"{alive:,} of {model.config['vocab_size']:,} (decoder.logit.weight)" in res.stdout
+
+
 def test_inspect_table_plot_and_bench(dense_ckpt: Path, tmp_path: Path):
     png = tmp_path / "sparsity.png"
     res = runner.invoke(app, ["inspect", str(dense_ckpt), "--plot", str(png), "--bench", "--params"])

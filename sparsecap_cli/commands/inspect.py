@@ -49,6 +49,9 @@ def inspect(
     for key in ("format", "values", "encoder", "vocab_size", "step", "parameters"):
         table.add_row(key, _cell(info[key]))
     table.add_row("metrics", _cell(info["metrics"], decimals=4))  # scores: 4 decimals, as eval and train print
+    words = info.get("output_words")
+    if words:  # a pruned output layer can lose whole words: their logit is the bias alone
+        table.add_row("words it can choose", f"{words['emit']:,} of {words['words']:,} ({words['layer']})")
     table.add_row("file size", f"{human_bytes(info['file_bytes'])} ({info['file_bytes']:,} bytes)")
     table.add_row("model", _cell(info["model"]))
     console.print(table, highlight=False)

@@ -61,6 +61,7 @@ def checkpoint_report(path: Path) -> dict[str, Any]:
     """The full inspect report of one checkpoint file (dense or sparse); JSON-serialisable."""
     from sparsecap_engine.checkpoint.model_io import load_model, read_state
     from sparsecap_engine.models.summary import parameter_breakdown
+    from sparsecap_engine.pruning.report import output_vocabulary
 
     path = Path(path)
     model, vocab, meta = load_model(path, finite=False)  # describes a NaN checkpoint (its nnz, sizes) too
@@ -103,6 +104,7 @@ def checkpoint_report(path: Path) -> dict[str, Any]:
         "metrics": meta.get("metrics"),
         "parameters": breakdown["total"],
         "file_bytes": path.stat().st_size,
+        "output_words": output_vocabulary(model, {}),  # words whose output row kept a weight (None: no output layer)
         "tensors": rows,
         "totals": {
             "pruned": {"numel": p_numel, "nnz": p_nnz, "sparsity": 1 - p_nnz / p_numel if p_numel else 0.0},
