@@ -263,14 +263,16 @@ def test_rows_csv_md_and_latency_vs_dense(tmp_path: Path):
             "pruned": {"numel": 400, "nnz": int(400 * (1 - s)), "sparsity": s}}))
     rows = {
         "dense": make_row(dense, "completed", 12.345, _measure(0.8, 20.0), None),
-        "gradual-0.5": make_row(g5, "completed", 30.0, _measure(0.7, 10.0), {"pruned": {"sparsity": 0.5, "nnz": 200,
-                                                                                        "numel": 400}}),
+        "gradual-0.5": make_row(g5, "completed", 30.0, {**_measure(0.7, 10.0), "output_words": {
+            "layer": "decoder.logit.weight", "words": 30, "emit": 27}}, {"pruned": {"sparsity": 0.5, "nnz": 200,
+                                                                                   "numel": 400}}),
         "gradual-0.9": make_row(g9, "failed", 3.0, None, None),
     }
     assert rows["dense"]["sparsity"] == 0.0 and rows["dense"]["nnz"] == rows["dense"]["numel"] == 400
     assert rows["gradual-0.5"]["nnz"] == 200 and rows["gradual-0.5"]["CIDEr"] == 0.7
     assert rows["gradual-0.5"]["METEOR"] is None and rows["dense"]["wall_s"] == 12.35
     assert rows["gradual-0.9"]["CIDEr"] is None and rows["gradual-0.9"]["status"] == "failed"
+    assert rows["gradual-0.5"]["output_words"] == 27 and rows["dense"]["output_words"] is None  # not measured
     table = with_ratios(list(rows.values()))
     assert [r["latency_vs_dense"] for r in table] == [1.0, 0.5, None]
     assert with_ratios([rows["gradual-0.5"]])[0]["latency_vs_dense"] is None  # no dense, no ratio
@@ -285,6 +287,7 @@ def test_rows_csv_md_and_latency_vs_dense(tmp_path: Path):
     md = (folder / "results.md").read_text()
     assert "| gradual-0.5 | gradual | train with pruning 80 (= dense 60 + fine-tune 20) | 50.00% |" in md
     assert "0.700" in md and "error: boom" in md and "dense** 60 steps" in md
+    assert "| words |" in md and "| 27 |" in md
     for name in ("cider_vs_sparsity", "size_vs_cider", "layer_sparsity_gradual"):
         assert paths[name].is_file() and paths[name].read_bytes()[:4] == b"\x89PNG"
     assert load_rows(folder)["gradual-0.5"]["CIDEr"] == 0.7
@@ -534,6 +537,9 @@ def test_tiny_sweep_end_to_end_then_rerun_skips(tmp_path: Path):
     assert by["magnitude-0.8"]["sparsity"] == pytest.approx(0.8, abs=0.01)
     assert by["magnitude-0.8"]["nnz"] < by["magnitude-0.5"]["nnz"] < by["dense"]["nnz"]
     assert by["magnitude-0.8"]["size_bytes"] < by["dense"]["size_bytes"]
+    vocab = json.loads((folder / "dense" / "vocab.json").read_text())
+    assert by["dense"]["output_words"] == len(vocab["itos"] if isinstance(vocab, dict) else vocab)
+    assert 0 < by["magnitude-0.8"]["output_words"] <= by["dense"]["output_words"]
     assert "dense 20 + fine-tune 10" in (folder / "results.md").read_text()
 
     starts = sum(e["kind"] == "cell_start" for e in events_of(folder))

@@ -26,7 +26,7 @@ def measure_run(run_path: Path, repeat: int = 20, device: str = "auto", metrics:
     from sparsecap_engine.checkpoint.model_io import load_model
     from sparsecap_engine.checkpoint.source import checkpoint_file
     from sparsecap_engine.checkpoint.sparse import export_sparse
-    from sparsecap_engine.pruning.report import sparsity_report
+    from sparsecap_engine.pruning.report import output_vocabulary, sparsity_report
     from sparsecap_engine.recipes.evaluate import evaluate_run
 
     run_path = Path(run_path)
@@ -56,6 +56,8 @@ def measure_run(run_path: Path, repeat: int = 20, device: str = "auto", metrics:
         "bench": bench,
         "prunable": {"numel": numel, "nnz": nnz},
         "diversity": caption_diversity(report.out_dir / "captions.json"),
+        #: words whose output row kept a weight (a pruned output layer can lose words; SNIP at a large vocabulary does)
+        "output_words": output_vocabulary(model, {}),
         "eval_s": round(t_eval, 2),
         "total_s": round(time.perf_counter() - t0, 2),
     }

@@ -15,7 +15,7 @@ from sparsecap_engine.atomic import atomic_write_bytes, atomic_write_text
 from sparsecap_engine.recipes.sweep import Cell, SweepPlan
 
 ROW_KEYS = ("cell", "method", "target", "status", "sparsity", "nnz", "numel", "steps", "budget", "CIDEr", "Bleu_4",
-            "METEOR", "ROUGE_L", "distinct_captions", "top_caption_share", "size_bytes", "latency_ms",
+            "METEOR", "ROUGE_L", "distinct_captions", "top_caption_share", "output_words", "size_bytes", "latency_ms",
             "latency_vs_dense", "wall_s")
 #: a cell whose most common test caption covers at least this share of the images is flagged as not image-grounded
 GENERIC_SHARE = 0.5
@@ -54,6 +54,9 @@ def make_row(cell: Cell, status: str, wall_s: float | None, measure: dict[str, A
         diversity = caption_diversity(Path(measure["eval_dir"]) / "captions.json")
     if diversity:
         row["distinct_captions"], row["top_caption_share"] = diversity["distinct"], diversity["top_share"]
+    words = measure.get("output_words")
+    if isinstance(words, dict):
+        row["output_words"] = words.get("emit")
     row["size_bytes"] = measure.get("size_bytes")
     row["latency_ms"] = measure.get("latency_ms")
     if cell.method == "dense":
@@ -134,7 +137,8 @@ def results_markdown(plan: SweepPlan, rows: list[dict[str, Any]], messages: dict
     lines = [
         f"# Sweep `{plan.name}`",
         "",
-        "Test split, greedy decoding, pycocoevalcap scores. Size: exported fp16 sparse checkpoint. Latency: CPU, "
+        "Test split, greedy decoding, pycocoevalcap scores. Words: vocabulary entries whose output row kept a weight "
+        "(the others the model can never choose). Size: exported fp16 sparse checkpoint. Latency: CPU, "
         "batch 1, 1 thread, greedy decoding of one image (median).",
         "",
         "Step budgets: **dense** " + str(d) + " steps; **supermask, gradual, snip** train with pruning from scratch "
@@ -142,8 +146,8 @@ def results_markdown(plan: SweepPlan, rows: list[dict[str, Any]], messages: dict
         f"{f} steps; **lottery** prunes the dense run, rewinds to its init and retrains {d + f} steps.",
         "",
         "| cell | method | steps (budget) | target | sparsity | NNZ | CIDEr | BLEU-4 | METEOR | ROUGE-L | distinct "
-        "captions | top caption share | size | latency ms | × dense | wall s | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "captions | top caption share | words | size | latency ms | × dense | wall s | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines[6:6] = [*paper_table(rows), ""]
     for r in rows:
@@ -152,7 +156,8 @@ def results_markdown(plan: SweepPlan, rows: list[dict[str, Any]], messages: dict
             f"| {r['cell']} | {r['method']} | {r['budget']} | {target} | {_num(r['sparsity'], '.2%')} | "
             f"{_num(r['nnz'], ',')} | {_num(r['CIDEr'], '.3f')} | {_num(r['Bleu_4'], '.3f')} | "
             f"{_num(r['METEOR'], '.3f')} | {_num(r['ROUGE_L'], '.3f')} | {_num(r.get('distinct_captions'), ',')} | "
-            f"{_num(r.get('top_caption_share'), '.0%')} | {human_size(r['size_bytes'])} | "
+            f"{_num(r.get('top_caption_share'), '.0%')} | {_num(r.get('output_words'), ',')} | "
+            f"{human_size(r['size_bytes'])} | "
             f"{_num(r['latency_ms'], '.1f')} | {_num(r['latency_vs_dense'], '.2f')} | {_num(r['wall_s'], '.0f')} | "
             f"{r['status']} |")
     notes = [f"- `{cid}`: {msg}" for cid, msg in messages.items() if msg]
