@@ -31,6 +31,7 @@ from torch import nn
 from sparsecap_engine.models.registry import build_model, preset
 from sparsecap_engine.pruning.criteria import select_global
 from sparsecap_engine.pruning.methods import SnipMethod
+from sparsecap_engine.pruning.report import output_vocabulary
 from sparsecap_engine.training.losses import caption_xe
 
 SPARSITIES = (0.95, 0.975, 0.9875, 0.991)
@@ -56,15 +57,10 @@ def captions(n: int, probs: torch.Tensor, gen: torch.Generator, max_words: int =
     return rows
 
 
-def output_and_embedding(model: nn.Module, vocab: int) -> tuple[str, str]:
-    """Names (as SNIP's masks know them) of the output projection (V × d) and the word embedding (V × d)."""
-    out = emb = ""
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Linear) and mod.out_features == vocab:
-            out = f"{name}.weight"
-        if isinstance(mod, nn.Embedding) and mod.num_embeddings == vocab:
-            emb = f"{name}.weight"
-    return out, emb
+def embedding_name(model: nn.Module, vocab: int) -> str:
+    """Name (as SNIP's masks know it) of the word embedding (V × d)."""
+    return next((f"{name}.weight" for name, mod in model.named_modules()
+                 if isinstance(mod, nn.Embedding) and mod.num_embeddings == vocab), "")
 
 
 def run(model_name: str, vocab: int, images: int, per_img: int, batches: list[int], zipf: float,
@@ -74,7 +70,7 @@ def run(model_name: str, vocab: int, images: int, per_img: int, batches: list[in
         return build_model(preset(model_name), vocab).train()  # saliency batches run in training mode, as in a run
 
     model = fresh_model()
-    out_name, emb_name = output_and_embedding(model, vocab)
+    out_name, emb_name = output_vocabulary(model)["layer"], embedding_name(model, vocab)
     feat = model.config.get("encoder_args", {}).get("feat_dim", 2048)
     probs = zipf_probs(vocab, zipf)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -125,7 +121,7 @@ def run(model_name: str, vocab: int, images: int, per_img: int, batches: list[in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="ud-paper")
+    ap.add_argument("--model", default="ud-paper", help="a preset over region features (ud-paper, ort-paper, ...)")
     ap.add_argument("--vocab", type=int, default=10001)
     ap.add_argument("--images", type=int, default=15, help="images per saliency batch (the reference: 15)")
     ap.add_argument("--per-img", type=int, default=5)

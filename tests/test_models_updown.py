@@ -4,7 +4,7 @@ from sparsecap_engine.decoding.greedy import greedy
 from sparsecap_engine.models.registry import build_model, preset
 
 
-def tiny(encoder: str = "grid-cnn"):
+def tiny(encoder: str = "grid-cnn", vocab_size: int = 20):
     cfg = preset("ud-small")
     cfg.update(rnn_size=32, input_encoding_size=16, att_hid_size=16, drop_prob_lm=0.0)
     if encoder == "grid-cnn":
@@ -12,7 +12,7 @@ def tiny(encoder: str = "grid-cnn"):
     else:
         cfg["encoder"], cfg["encoder_args"] = "regions", {"feat_dim": 12}
     torch.manual_seed(0)
-    return build_model(cfg, vocab_size=20)
+    return build_model(cfg, vocab_size=vocab_size)
 
 
 def test_shapes_pixels_encoder_runs_once_per_image():

@@ -251,19 +251,11 @@ def test_snip_method_uses_the_configured_saliency():
     assert SnipMethod(0.5, snip_saliency="signed").snip_saliency == "signed"
 
 
-def _regions_model(vocab: int) -> nn.Module:
-    cfg = preset("ud-small")
-    cfg.update(rnn_size=32, input_encoding_size=16, att_hid_size=16, drop_prob_lm=0.0, encoder="regions",
-               encoder_args={"feat_dim": 12})
-    torch.manual_seed(0)
-    return build_model(cfg, vocab_size=vocab)
-
-
 def _snip_on_words(vocab: int, words: range, sparsity: float = 0.9) -> SnipMethod:
     """SNIP on one saliency batch whose captions use only ``words`` (ids ≥ 4; 0 pad, 2 bos, 3 eos)."""
     from sparsecap_engine.training.losses import caption_xe
 
-    model = _regions_model(vocab)
+    model = tiny("regions", vocab)
     gen = torch.Generator().manual_seed(1)
     feats = torch.randn(6, 5, 12, generator=gen)
     choice = torch.tensor(list(words))
@@ -283,7 +275,7 @@ def _snip_on_words(vocab: int, words: range, sparsity: float = 0.9) -> SnipMetho
 def test_output_vocabulary_counts_the_rows_that_keep_a_weight():
     from sparsecap_engine.pruning.report import output_vocabulary
 
-    model = _regions_model(30)
+    model = tiny("regions", 30)
     assert output_vocabulary(model) == {"layer": "decoder.logit.weight", "words": 30, "emit": 30}  # dense
     masks = {"decoder.logit.weight": torch.ones(30, 32, dtype=torch.bool)}
     masks["decoder.logit.weight"][[3, 7, 8]] = False

@@ -4,12 +4,11 @@ saliency batch never shows are pruned away, `prune` says so in a warning line, a
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from tests.test_human_output import sparsecap
 
 WORDS = 400  # a vocabulary far larger than one saliency batch can show
 
@@ -37,15 +36,9 @@ def _dataset(root: Path) -> tuple[Path, Path]:
     return path, root / "att"
 
 
-def _sparsecap(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "sparsecap_cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
-
-
 def test_snip_warns_that_the_unseen_words_lost_their_output_rows(tmp_path: Path):
     dataset, att = _dataset(tmp_path / "data")
-    res = _sparsecap(
+    res = sparsecap(
         "prune", "--method", "snip", "--sparsity", "0.97", "--steps", "2", "--name", "snip",
         "--runs-root", str(tmp_path / "runs"), "--quiet",
         "--set", f"data.dataset={dataset}", "--set", f"data.features={att}", "--set", "data.min_word_count=1",
@@ -55,7 +48,7 @@ def test_snip_warns_that_the_unseen_words_lost_their_output_rows(tmp_path: Path)
     out = res.stdout + res.stderr
     (line,) = [ln for ln in out.splitlines() if "keep no output weight" in ln]
     dead = int(line.split("decoder.logit.weight: ")[1].split(" of ")[0].replace(",", ""))
-    info = _sparsecap("inspect", str(tmp_path / "runs" / "snip"), "--json")
+    info = sparsecap("inspect", str(tmp_path / "runs" / "snip"), "--json")
     assert info.returncode == 0, info.stderr
     words = json.loads(info.stdout)["output_words"]
     assert words["words"] == WORDS + 4 and words["words"] - words["emit"] == dead
